@@ -1,0 +1,3 @@
+from servekit.cli import app
+
+app(prog_name="servekit")

@@ -1,0 +1,151 @@
+"""The ``servekit`` command. Thin: parses options, calls into the package."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from servekit import __version__
+from servekit.errors import ServekitError
+
+app = typer.Typer(help="Serve trained models over the Open Inference Protocol and V1.",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"servekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version_callback,
+                                          is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """servekit: one server for REST V2, gRPC V2 and V1."""
+
+
+@app.command()
+def serve(
+    repository: Annotated[Path | None, typer.Argument(help="Model repository folder.")] = None,
+    http_port: Annotated[int | None, typer.Option(help="REST port [default: 8080].")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="gRPC port [default: 8081].")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1].")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    log_format: Annotated[str | None, typer.Option(help="text or json.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
+) -> None:
+    """Serve every model in REPOSITORY."""
+    from servekit.observe.logs import configure_logging
+    from servekit.server import run
+    from servekit.settings import load_settings
+
+    try:
+        settings = load_settings(
+            config,
+            model_repository=str(repository) if repository else None,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            host=host,
+            log_level=log_level,
+            log_format=log_format,
+        )
+        configure_logging(settings.log_level, settings.log_format)
+        run(settings)
+    except ServekitError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _describe(specs: list) -> str:
+    return ", ".join(f"{s.name} {s.datatype}{list(s.shape)}" for s in specs) or "-"
+
+
+@app.command()
+def models(
+    repository: Annotated[Path, typer.Argument(help="Model repository folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List what `serve` would serve: format, versions, signature, problems."""
+    from servekit.core.executor import Executor
+    from servekit.core.loader import ModelLoader
+    from servekit.core.registry import ModelRegistry
+    from servekit.observe.metrics import Metrics
+    from servekit.repository.local import scan_repository
+
+    try:
+        sources = scan_repository(repository)
+    except ServekitError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    registry, executor = ModelRegistry(), Executor(2)
+    loader = ModelLoader(registry, executor, Metrics())
+    asyncio.run(loader.load_all(sources))
+    executor.shutdown()
+    if as_json:
+        rows = [
+            {"name": h.name, "version": h.version, "platform": h.platform,
+             "state": h.state.value, "error": h.error,
+             "inputs": [s.to_dict() for s in h.inputs],
+             "outputs": [s.to_dict() for s in h.outputs]}
+            for h in registry
+        ]
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("model", "version", "format", "state", "inputs", "outputs")
+    for h in registry:
+        state = h.state.value if not h.error else f"{h.state.value}: {h.error}"
+        table.add_row(h.name, h.version, h.platform, state, _describe(h.inputs),
+                      _describe(h.outputs))
+    console.print(table)
+
+
+def _load_payload(data: str) -> Any:
+    path = Path(data)
+    text = path.read_text() if len(data) < 4096 and path.is_file() else data
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--data is neither a file nor valid JSON: {exc}") from None
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="A JSON file or a JSON string: "
+                                      "a V2 request, or V1 {\"instances\": ...}.")],
+    url: Annotated[str, typer.Option(help="Server URL.")] = "http://127.0.0.1:8080",
+    version: Annotated[str | None, typer.Option(help="Model version.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 30.0,
+) -> None:
+    """Send one inference request to a running server and print the answer."""
+    payload = _load_payload(data)
+    v1 = isinstance(payload, dict) and ("instances" in payload or
+                                        ("inputs" in payload and isinstance(payload["inputs"], dict)))
+    base = f"{url.rstrip('/')}/{'v1' if v1 else 'v2'}/models/{model}"
+    if version:
+        base += f"/versions/{version}"
+    target = f"{base}:predict" if v1 else f"{base}/infer"
+    try:
+        response = httpx.post(target, json=payload, timeout=timeout)
+    except httpx.HTTPError as exc:
+        err_console.print(f"[red]error:[/red] cannot reach {url}: {exc}")
+        raise typer.Exit(1) from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": response.text}
+    if response.is_error:
+        err_console.print(f"[red]error {response.status_code}:[/red] {body.get('error', body)}")
+        raise typer.Exit(1)
+    console.print_json(json.dumps(body))

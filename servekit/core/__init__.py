@@ -1,0 +1,1 @@
+"""The protocol-neutral core. Never imports a transport (starlette, grpc)."""

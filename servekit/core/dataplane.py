@@ -1,0 +1,159 @@
+"""The one entry every transport calls: health, metadata and inference.
+
+Transports translate their wire format to ``servekit.types`` and back; everything else happens
+here, once, whatever the protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from servekit import __version__
+from servekit.core.registry import ModelHandle, ModelRegistry
+from servekit.core.validation import build_outputs, check_requested_outputs, validate_inputs
+from servekit.errors import (
+    InferenceError,
+    ModelNotFound,
+    ModelNotReady,
+    ServekitError,
+)
+from servekit.observe.metrics import UNKNOWN_MODEL, Metrics
+from servekit.types.inference import InferenceRequest, InferenceResponse, RequestContext
+from servekit.types.metadata import ModelMetadata, ServerMetadata
+
+logger = logging.getLogger("servekit.dataplane")
+request_logger = logging.getLogger("servekit.requests")
+
+SERVER_NAME = "servekit"
+EXTENSIONS = ("binary_tensor_data", "parameters", "model_lineage")
+
+RequestSource = InferenceRequest | Callable[[], InferenceRequest]
+"""A request, or a function that decodes one: decoding errors are then counted and logged
+with the model they were meant for."""
+
+
+class DataPlane:
+    def __init__(
+        self, registry: ModelRegistry, metrics: Metrics, *, strict_readiness: bool = True
+    ) -> None:
+        self._registry = registry
+        self._metrics = metrics
+        self._strict_readiness = strict_readiness
+        self.loading_complete = False
+        self.metadata = ServerMetadata(SERVER_NAME, __version__, EXTENSIONS)
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return self._registry
+
+    # -- health ------------------------------------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        """Ready once the repository is loaded; with strict readiness, only if every model is."""
+        if not self.loading_complete:
+            return False
+        if self._strict_readiness:
+            return all(h.ready for h in self._registry)
+        return True
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        return self._registry.get(name, version or None).ready
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        handle = self._registry.get(name, version or None)
+        extra: dict = {"state": handle.state.value, "version": handle.version}
+        properties = {"state": handle.state.value, "version": handle.version}
+        if handle.error:
+            extra["error"] = properties["error"] = handle.error
+        if handle.lineage:
+            extra["lineage"] = handle.lineage
+            properties["lineage"] = json.dumps(handle.lineage, sort_keys=True, default=str)
+        return ModelMetadata(
+            name=handle.name,
+            versions=self._registry.versions(name),
+            platform=handle.platform,
+            inputs=list(handle.inputs),
+            outputs=list(handle.outputs),
+            properties=properties,
+            extra=extra,
+        )
+
+    def models(self) -> list[ModelHandle]:
+        return list(self._registry)
+
+    # -- inference ---------------------------------------------------------------------------
+
+    async def infer(
+        self,
+        name: str,
+        version: str | None,
+        request: RequestSource,
+        context: RequestContext,
+    ) -> InferenceResponse:
+        started = time.perf_counter()
+        model_label, version_label, status = UNKNOWN_MODEL, "", "ok"
+        in_flight = None
+        try:
+            handle = self._registry.get(name, version or None)
+            model_label, version_label = handle.name, handle.version
+            if callable(request):
+                request = request()
+            if not handle.ready or handle.predict is None:
+                raise ModelNotReady(handle.name, handle.version, handle.state.value)
+            inputs = validate_inputs(handle.name, handle.inputs, request.inputs)
+            wanted = check_requested_outputs(handle.name, handle.outputs, request.outputs)
+            in_flight = self._metrics.in_flight.labels(handle.name)
+            in_flight.inc()
+            try:
+                produced = await handle.predict(inputs, wanted, request.parameters)
+            except ServekitError:
+                raise
+            except Exception as exc:
+                logger.exception("model %s version %s raised", handle.name, handle.version)
+                raise InferenceError(
+                    f"model '{handle.name}' version '{handle.version}' failed: "
+                    f"{type(exc).__name__} (details in the server log)"
+                ) from exc
+            outputs = build_outputs(handle.name, handle.outputs, produced, request.outputs)
+            return InferenceResponse(
+                model_name=handle.name,
+                model_version=handle.version,
+                id=request.id,
+                outputs=outputs,
+            )
+        except ServekitError as exc:
+            status = exc.code.name.lower()
+            if isinstance(exc, ModelNotFound):
+                model_label = UNKNOWN_MODEL
+            raise
+        except Exception:
+            status = "internal"
+            logger.exception("unexpected error serving model %s", name)
+            raise
+        finally:
+            if in_flight is not None:
+                in_flight.dec()
+            elapsed = time.perf_counter() - started
+            self._metrics.observe_request(
+                model_label, version_label, context.protocol, status, elapsed
+            )
+            if request_logger.isEnabledFor(logging.DEBUG):
+                request_logger.debug(
+                    "infer",
+                    extra={
+                        "model": name,
+                        "version": version_label,
+                        "protocol": context.protocol,
+                        "status": status,
+                        "request_id": context.request_id,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    },
+                )

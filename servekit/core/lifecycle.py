@@ -1,0 +1,12 @@
+"""Model version states. Later issues add WARMING and DRAINING between these."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ModelState(str, Enum):
+    LOADING = "LOADING"
+    READY = "READY"
+    FAILED = "FAILED"
+    UNLOADED = "UNLOADED"

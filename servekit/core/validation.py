@@ -1,0 +1,111 @@
+"""Check a request against a model's signature and shape the runtime's answer into tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from servekit.errors import InferenceError, InvalidInput
+from servekit.types.inference import RequestedOutput
+from servekit.types.metadata import TensorSpec
+from servekit.types.tensors import (
+    NUMPY_DTYPES,
+    Tensor,
+    cast_to,
+    datatype_kind,
+    datatype_of,
+)
+
+
+def _shape_fits(declared: tuple[int, ...], actual: tuple[int, ...]) -> bool:
+    return len(declared) == len(actual) and all(d in (-1, a) for d, a in zip(declared, actual))
+
+
+def _check_one(model: str, spec: TensorSpec, tensor: Tensor) -> np.ndarray:
+    if datatype_kind(spec.datatype) != datatype_kind(tensor.datatype):
+        raise InvalidInput(
+            f"model '{model}' input '{spec.name}': expected datatype {spec.datatype}, "
+            f"got {tensor.datatype}"
+        )
+    if not _shape_fits(spec.shape, tensor.shape):
+        raise InvalidInput(
+            f"model '{model}' input '{spec.name}': expected shape {list(spec.shape)}, "
+            f"got {list(tensor.shape)}"
+        )
+    data = tensor.data
+    if spec.datatype != tensor.datatype:  # numeric to numeric: cast to what the model declares
+        data = data.astype(NUMPY_DTYPES[spec.datatype])
+    return data
+
+
+def validate_inputs(
+    model: str, declared: Sequence[TensorSpec], tensors: Sequence[Tensor]
+) -> dict[str, np.ndarray]:
+    """``{name: array}`` in declared order, or an InvalidInput that says what was expected."""
+    by_name: dict[str, Tensor] = {}
+    for tensor in tensors:
+        if tensor.name in by_name:
+            raise InvalidInput(f"input '{tensor.name}' is given more than once")
+        by_name[tensor.name] = tensor
+    if not declared:
+        return {name: t.data for name, t in by_name.items()}
+    expected = {spec.name for spec in declared}
+    unknown = [name for name in by_name if name not in expected]
+    if unknown:
+        raise InvalidInput(
+            f"model '{model}' has no input '{unknown[0]}'; its inputs are: "
+            + ", ".join(sorted(expected))
+        )
+    missing = [spec.name for spec in declared if spec.name not in by_name]
+    if missing:
+        raise InvalidInput(f"model '{model}' input '{missing[0]}' is missing from the request")
+    return {spec.name: _check_one(model, spec, by_name[spec.name]) for spec in declared}
+
+
+def check_requested_outputs(
+    model: str, declared: Sequence[TensorSpec], requested: Sequence[RequestedOutput]
+) -> list[str] | None:
+    """Names the client asked for (None: all); unknown names are the client's mistake."""
+    if not requested:
+        return None
+    names = [r.name for r in requested]
+    if declared:
+        known = {spec.name for spec in declared}
+        for name in names:
+            if name not in known:
+                raise InvalidInput(
+                    f"model '{model}' has no output '{name}'; its outputs are: "
+                    + ", ".join(sorted(known))
+                )
+    return names
+
+
+def build_outputs(
+    model: str,
+    declared: Sequence[TensorSpec],
+    produced: Mapping[str, np.ndarray],
+    requested: Sequence[RequestedOutput],
+) -> list[Tensor]:
+    """Tensors in declared order (then any extra the model produced), cast to declared types."""
+    if not isinstance(produced, Mapping):
+        raise InferenceError(f"model '{model}' returned {type(produced).__name__}, not a mapping")
+    types = {spec.name: spec.datatype for spec in declared}
+    order = [spec.name for spec in declared if spec.name in produced]
+    order += [name for name in produced if name not in types]
+    parameters = {r.name: r.parameters for r in requested}
+    if requested:
+        missing = [name for name in parameters if name not in produced]
+        if missing:
+            raise InvalidInput(f"model '{model}' did not produce the requested output '{missing[0]}'")
+        order = [name for name in order if name in parameters]
+    outputs = []
+    for name in order:
+        array = np.asarray(produced[name])
+        try:
+            datatype = types.get(name) or datatype_of(array)
+            data = cast_to(name, array, datatype) if name in types else array
+        except (TypeError, InvalidInput) as exc:
+            raise InferenceError(f"model '{model}' output '{name}': {exc}") from None
+        outputs.append(Tensor(name, datatype, data, dict(parameters.get(name, {}))))
+    return outputs

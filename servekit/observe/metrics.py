@@ -1,0 +1,66 @@
+"""Prometheus metrics, on a registry owned by one server (never the global default)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from servekit.core.lifecycle import ModelState
+
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+)
+UNKNOWN_MODEL = "_unknown"
+"""Label for requests naming a model that does not exist (keeps cardinality bounded)."""
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "servekit_inference_requests",
+            "Inference requests by model, version, protocol and outcome.",
+            ["model", "version", "protocol", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "servekit_inference_request_duration_seconds",
+            "Time from decoded request to encoded response, by model, version and protocol.",
+            ["model", "version", "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "servekit_inference_requests_in_flight",
+            "Inference requests being processed.",
+            ["model"],
+            registry=r,
+        )
+        self.load_seconds = Gauge(
+            "servekit_model_load_duration_seconds",
+            "How long the last load of a model version took.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.state = Gauge(
+            "servekit_model_state",
+            "1 for the state a model version is in, 0 for the others.",
+            ["model", "version", "state"],
+            registry=r,
+        )
+
+    def observe_request(
+        self, model: str, version: str, protocol: str, status: str, seconds: float
+    ) -> None:
+        self.requests.labels(model, version, protocol, status).inc()
+        self.latency.labels(model, version, protocol).observe(seconds)
+
+    def set_state(self, model: str, version: str, state: ModelState) -> None:
+        for candidate in ModelState:
+            self.state.labels(model, version, candidate.value).set(1 if candidate is state else 0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

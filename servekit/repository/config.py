@@ -1,0 +1,88 @@
+"""``model.yaml``: what a model folder declares about itself.
+
+Parsed once when the repository is read (pydantic is fine here: it is not on the request path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from servekit.errors import ConfigError
+from servekit.types.metadata import TensorSpec
+from servekit.types.tensors import DATATYPES
+
+MODEL_CONFIG_FILE = "model.yaml"
+
+
+class TensorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, value: str) -> str:
+        if value not in DATATYPES:
+            raise ValueError(f"unknown datatype {value!r}; expected one of {', '.join(DATATYPES)}")
+        return value
+
+    @field_validator("shape")
+    @classmethod
+    def _valid_dims(cls, value: list[int]) -> list[int]:
+        if any(d < -1 for d in value):
+            raise ValueError("dimensions are non-negative integers or -1 (variable)")
+        return value
+
+    def to_spec(self) -> TensorSpec:
+        return TensorSpec(self.name, self.datatype, tuple(self.shape))
+
+
+class ModelConfig(BaseModel):
+    """Everything ``model.yaml`` may say. Every field is optional."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str | None = None
+    format: str | None = Field(
+        default=None,
+        description="Runtime name (sklearn, xgboost, lightgbm, onnx, torch, custom) "
+        "or an import string 'package.module:Class'.",
+    )
+    platform: str | None = None
+    versions: list[str] | None = Field(default=None, description="Versions to serve (default: all).")
+    inputs: list[TensorConfig] | None = None
+    outputs: list[TensorConfig] | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    lineage: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("versions", mode="before")
+    @classmethod
+    def _versions_as_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        return value
+
+
+def read_model_config(model_dir: Path) -> ModelConfig:
+    path = model_dir / MODEL_CONFIG_FILE
+    if not path.exists():
+        return ModelConfig()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return ModelConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None

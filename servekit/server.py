@@ -1,0 +1,114 @@
+"""Composition root: build everything from settings, serve REST and gRPC, drain on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from servekit.core.dataplane import DataPlane
+from servekit.core.executor import Executor
+from servekit.core.loader import ModelLoader
+from servekit.core.registry import ModelRegistry
+from servekit.errors import ConfigError
+from servekit.observe.metrics import Metrics
+from servekit.repository.local import scan_repository
+from servekit.settings import Settings
+from servekit.transports.http import create_app
+
+logger = logging.getLogger("servekit.server")
+
+
+class _UvicornServer(uvicorn.Server):
+    """Signals are ours: one handler stops REST and gRPC together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class InferenceServer:
+    def __init__(self, settings: Settings) -> None:
+        if not settings.model_repository:
+            raise ConfigError("no model repository given")
+        self.settings = settings
+        self.metrics = Metrics()
+        self.registry = ModelRegistry()
+        self.executor = Executor(settings.inference_threads)
+        self.dataplane = DataPlane(
+            self.registry, self.metrics, strict_readiness=settings.strict_readiness
+        )
+        self.loader = ModelLoader(self.registry, self.executor, self.metrics)
+        self._stop = asyncio.Event()
+        self.http_port: int | None = None
+        self.grpc_port: int | None = None
+
+    async def serve(self) -> None:
+        settings = self.settings
+        sources = scan_repository(Path(settings.model_repository or ""))
+        app = create_app(self.dataplane, self.metrics, settings)
+        http = _UvicornServer(
+            uvicorn.Config(
+                app,
+                host=settings.host,
+                port=settings.http_port,
+                loop="none",
+                http="httptools",
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+            )
+        )
+        grpc_server = None
+        if settings.grpc_enabled:
+            from servekit.transports.grpc import create_grpc_server
+
+            grpc_server, self.grpc_port = create_grpc_server(self.dataplane, settings)
+            await grpc_server.start()
+        http_task = asyncio.create_task(http.serve())
+        self._install_signal_handlers()
+        while not http.started and not http_task.done():
+            await asyncio.sleep(0.01)
+        if http_task.done():  # failed to bind: surface uvicorn's error
+            await http_task
+            raise SystemExit(1)
+        self.http_port = http.servers[0].sockets[0].getsockname()[1]
+        logger.info("REST on http://%s:%s", settings.host, self.http_port)
+        if grpc_server is not None:
+            logger.info("gRPC on %s:%s", settings.host, self.grpc_port)
+        await self.loader.load_all(sources)
+        self.dataplane.loading_complete = True
+        logger.info("serving %d model versions (%d ready)", len(self.registry),
+                    sum(h.ready for h in self.registry))
+        await self._stop.wait()
+        logger.info("shutting down: draining in-flight requests")
+        http.should_exit = True
+        if grpc_server is not None:
+            await grpc_server.stop(settings.graceful_shutdown_seconds)
+        await http_task
+        await self.loader.unload_all()
+        self.executor.shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+
+
+def run(settings: Settings) -> None:
+    """Run the server until SIGINT or SIGTERM, on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        asyncio.run(InferenceServer(settings).serve())
+    else:
+        uvloop.run(InferenceServer(settings).serve())

@@ -1,0 +1,83 @@
+"""Server settings: the only place that reads environment variables.
+
+Precedence, highest first: command-line options, ``SERVEKIT_*`` environment variables, the YAML
+config file (``--config`` or ``SERVEKIT_CONFIG``), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from servekit.errors import ConfigError
+
+CONFIG_FILE_ENV = "SERVEKIT_CONFIG"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SERVEKIT_", extra="forbid")
+
+    model_repository: str | None = Field(
+        default=None, description="Folder holding the models to serve."
+    )
+    host: str = Field(default="127.0.0.1", description="Address both servers bind to.")
+    http_port: int = Field(default=8080, ge=0, le=65535, description="REST port (0: any free).")
+    grpc_port: int = Field(default=8081, ge=0, le=65535, description="gRPC port (0: any free).")
+    grpc_enabled: bool = Field(default=True, description="Serve the gRPC API.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="'json' writes one JSON object per log line."
+    )
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="Larger bodies get 413 / RESOURCE_EXHAUSTED."
+    )
+    inference_threads: int = Field(
+        default=4, gt=0, description="Threads that run synchronous model code."
+    )
+    strict_readiness: bool = Field(
+        default=True,
+        description="Server readiness requires every model to be ready (the V2 protocol's "
+        "definition); set false to be ready once loading finished, failed models aside.",
+    )
+    graceful_shutdown_seconds: float = Field(
+        default=10.0, ge=0, description="How long in-flight requests may finish on shutdown."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build settings; ``overrides`` that are None (options not given) are ignored."""
+    config_file = config_file or os.environ.get(CONFIG_FILE_ENV) or None
+    if config_file is not None and not Path(config_file).is_file():
+        raise ConfigError(f"config file {str(config_file)!r} not found")
+    given = {k: v for k, v in overrides.items() if v is not None}
+
+    class _Settings(Settings):
+        model_config = SettingsConfigDict(**{**Settings.model_config, "yaml_file": config_file})
+
+    try:
+        return _Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,90 @@
+"""Open Inference Protocol (V2) REST endpoints: decode -> DataPlane -> encode."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from servekit.core.dataplane import DataPlane
+from servekit.transports.http.body import read_body
+from servekit.transports.http.codecs import (
+    HEADER_LENGTH,
+    JSON_CONTENT_TYPE,
+    decode_infer_request,
+    dumps,
+    encode_infer_response,
+)
+from servekit.types.inference import RequestContext
+
+PROTOCOL = "rest-v2"
+
+
+def json_response(body: object, status: int = 200) -> Response:
+    return Response(dumps(body), status_code=status, media_type=JSON_CONTENT_TYPE)
+
+
+def _dataplane(request: Request) -> DataPlane:
+    return request.app.state.dataplane
+
+
+def _version(request: Request) -> str | None:
+    return request.path_params.get("version")
+
+
+async def server_metadata(request: Request) -> Response:
+    return json_response(_dataplane(request).metadata.to_dict())
+
+
+async def server_live(request: Request) -> Response:
+    live = _dataplane(request).live()
+    return json_response({"live": live}, 200 if live else 503)
+
+
+async def server_ready(request: Request) -> Response:
+    ready = _dataplane(request).ready()
+    return json_response({"ready": ready}, 200 if ready else 503)
+
+
+async def model_ready(request: Request) -> Response:
+    name = request.path_params["name"]
+    ready = _dataplane(request).model_ready(name, _version(request))
+    return json_response({"name": name, "ready": ready}, 200 if ready else 503)
+
+
+async def model_metadata(request: Request) -> Response:
+    metadata = _dataplane(request).model_metadata(request.path_params["name"], _version(request))
+    return json_response(metadata.to_dict())
+
+
+async def infer(request: Request) -> Response:
+    body = await read_body(request, request.app.state.settings.max_request_bytes)
+    header_length = request.headers.get(HEADER_LENGTH)
+    decoded = []
+
+    def decode():
+        decoded.append(decode_infer_request(body, header_length))
+        return decoded[0]
+
+    context = RequestContext(PROTOCOL, request.headers.get("x-request-id"))
+    response = await _dataplane(request).infer(
+        request.path_params["name"], _version(request), decode, context
+    )
+    content, headers = encode_infer_response(response, decoded[0].parameters)
+    return Response(content, headers=headers)
+
+
+MODEL = "/v2/models/{name}"
+VERSION = "/v2/models/{name}/versions/{version}"
+
+routes = [
+    Route("/v2", server_metadata, methods=["GET"]),
+    Route("/v2/health/live", server_live, methods=["GET"]),
+    Route("/v2/health/ready", server_ready, methods=["GET"]),
+    Route(MODEL, model_metadata, methods=["GET"]),
+    Route(VERSION, model_metadata, methods=["GET"]),
+    Route(MODEL + "/ready", model_ready, methods=["GET"]),
+    Route(VERSION + "/ready", model_ready, methods=["GET"]),
+    Route(MODEL + "/infer", infer, methods=["POST"]),
+    Route(VERSION + "/infer", infer, methods=["POST"]),
+]

@@ -1,0 +1,46 @@
+"""Protocol-neutral inference request and response.
+
+Every transport decodes its wire format into these and encodes them back; nothing below the
+transports knows whether a request came over REST V2, REST V1 or gRPC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from servekit.types.tensors import Tensor
+
+Parameters = dict[str, Any]
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    inputs: list[Tensor]
+    id: str | None = None
+    parameters: Parameters = field(default_factory=dict)
+    outputs: list[RequestedOutput] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class InferenceResponse:
+    model_name: str
+    outputs: list[Tensor]
+    model_version: str | None = None
+    id: str | None = None
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Facts about one request that are not part of the payload (who, how, since when)."""
+
+    protocol: str
+    request_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
