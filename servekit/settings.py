@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -67,8 +68,8 @@ class Settings(BaseSettings):
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
     """Build settings; ``overrides`` that are None (options not given) are ignored."""
     config_file = config_file or os.environ.get(CONFIG_FILE_ENV) or None
-    if config_file is not None and not Path(config_file).is_file():
-        raise ConfigError(f"config file {str(config_file)!r} not found")
+    if config_file is not None:
+        _check_config_file(Path(config_file))
     given = {k: v for k, v in overrides.items() if v is not None}
 
     class _Settings(Settings):
@@ -81,3 +82,15 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def _check_config_file(path: Path) -> None:
+    """Fail with a ConfigError naming the file (not a YAML or TypeError) when it cannot be used."""
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {str(path)!r}: not valid YAML: {exc}") from None
+    if document is not None and not isinstance(document, dict):
+        raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top level")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -60,10 +59,10 @@ class ModelLoader:
         by_key = {
             (s.name, v.version): (s, v) for s in sources for v in s.versions
         }
-        handles = self.register(sources)
-        await asyncio.gather(
-            *(self._load(h, *by_key[(h.name, h.version)]) for h in handles)
-        )
+        # One at a time: framework imports are not safe to run concurrently in threads
+        # (two threads importing scikit-learn at once see a half-initialised module).
+        for handle in self.register(sources):
+            await self._load(handle, *by_key[(handle.name, handle.version)])
 
     async def _load(self, handle: ModelHandle, source: ModelSource, version: VersionSource) -> None:
         started = time.perf_counter()

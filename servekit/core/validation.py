@@ -19,7 +19,9 @@ from servekit.types.tensors import (
 
 
 def _shape_fits(declared: tuple[int, ...], actual: tuple[int, ...]) -> bool:
-    return len(declared) == len(actual) and all(d in (-1, a) for d, a in zip(declared, actual))
+    if len(declared) != len(actual):
+        return False
+    return all(d in (-1, a) for d, a in zip(declared, actual, strict=True))
 
 
 def _check_one(model: str, spec: TensorSpec, tensor: Tensor) -> np.ndarray:
@@ -35,8 +37,24 @@ def _check_one(model: str, spec: TensorSpec, tensor: Tensor) -> np.ndarray:
         )
     data = tensor.data
     if spec.datatype != tensor.datatype:  # numeric to numeric: cast to what the model declares
-        data = data.astype(NUMPY_DTYPES[spec.datatype])
+        data = _cast_input(model, spec, tensor)
     return data
+
+
+def _cast_input(model: str, spec: TensorSpec, tensor: Tensor) -> np.ndarray:
+    """Cast to the declared type, refusing values it cannot hold (300 -> UINT8, 1.5 -> INT32)."""
+    target = NUMPY_DTYPES[spec.datatype]
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            cast = tensor.data.astype(target)
+    except FloatingPointError:
+        cast = None
+    if cast is None or (target.kind in "iu" and not np.array_equal(cast, tensor.data)):
+        raise InvalidInput(
+            f"model '{model}' input '{spec.name}': {tensor.datatype} values do not fit the "
+            f"declared datatype {spec.datatype}"
+        )
+    return cast
 
 
 def validate_inputs(
@@ -97,7 +115,9 @@ def build_outputs(
     if requested:
         missing = [name for name in parameters if name not in produced]
         if missing:
-            raise InvalidInput(f"model '{model}' did not produce the requested output '{missing[0]}'")
+            raise InvalidInput(
+                f"model '{model}' did not produce the requested output '{missing[0]}'"
+            )
         order = [name for name in order if name in parameters]
     outputs = []
     for name in order:

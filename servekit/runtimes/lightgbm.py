@@ -27,7 +27,7 @@ class LightGBMRuntime(Runtime):
     platform = "lightgbm"
 
     def load(self) -> None:
-        import lightgbm  # the lightgbm extra brings it; imported here so other runtimes don't need it
+        import lightgbm  # the lightgbm extra brings it; imported here, so other runtimes need not
 
         booster = lightgbm.Booster(model_file=str(self.spec.path))
         objective = booster.params.get("objective") or booster.dump_model()["objective"]
@@ -56,8 +56,9 @@ class LightGBMRuntime(Runtime):
         scores = self._booster.predict(features, num_threads=self._threads)
         if not self._n_classes:
             return {PREDICT: scores}
-        if scores.ndim == 1:  # binary: P(class 1) per row; report both classes
+        if self._objective in _BINARY:  # P(class 1) per row; report both classes
             scores = np.column_stack([1.0 - scores, scores])
+        scores = scores.reshape(-1, self._n_classes)  # LightGBM flattens an empty batch
         result: dict[str, np.ndarray] = {}
         if PREDICT in wanted:
             result[PREDICT] = scores.argmax(axis=1).astype(np.int64)

@@ -73,7 +73,7 @@ class ONNXRuntime(Runtime):
     platform = "onnx_onnxv1"
 
     def load(self) -> None:
-        import onnxruntime  # the onnx extra brings it; imported here so other runtimes don't need it
+        import onnxruntime  # the onnx extra brings it; imported here, so other runtimes need not
 
         options = onnxruntime.SessionOptions()
         # Parallelism comes from concurrent requests; one thread per call keeps latency steady.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,9 @@ class XGBoostRuntime(Runtime):
         import xgboost  # the xgboost extra brings it; imported here so other runtimes don't need it
 
         booster = xgboost.Booster()
-        booster.load_model(str(self.spec.path))
+        # From bytes, XGBoost tells JSON from UBJSON by content; from a path it goes by the
+        # extension and warns on .bst, which XGBoost 3 writes as UBJSON.
+        booster.load_model(bytearray(Path(self.spec.path).read_bytes()))
         # Parallelism comes from concurrent requests; one thread per call keeps latency steady.
         booster.set_param({"nthread": int(self.spec.parameters.get("threads", 1))})
         learner = json.loads(booster.save_config())["learner"]
@@ -50,6 +53,12 @@ class XGBoostRuntime(Runtime):
         params = learner["learner_model_param"]
         self._num_class = int(params.get("num_class", 0))
         self._num_target = int(params.get("num_target", 1))
+        # predict_proba columns: one per class, both classes for binary, one per label for
+        # multi-label boosters.
+        if self._num_target > 1:
+            self._proba_columns = self._num_target
+        else:
+            self._proba_columns = self._num_class if self._num_class > 1 else 2
         # Early stopping: predict with the best iteration, as XGBClassifier.predict does.
         best = booster.attr("best_iteration")
         self._iterations = (0, int(best) + 1) if best is not None else (0, 0)
@@ -100,9 +109,9 @@ class XGBoostRuntime(Runtime):
             proba = _sigmoid(margin) if self._objective.startswith("binary:") else _softmax(margin)
         else:
             proba = self._run(features)
-        if proba.ndim == 1:  # binary: one probability per row; report both classes
+        if self._num_class <= 1 and self._num_target == 1:  # binary: P(class 1) per row
             proba = np.column_stack([1.0 - proba, proba])
-        return proba
+        return proba.reshape(-1, self._proba_columns)  # XGBoost flattens an empty batch
 
     def _output_names(self) -> list[str]:
         return [PREDICT, PREDICT_PROBA] if self._has_proba else [PREDICT]
@@ -114,10 +123,7 @@ class XGBoostRuntime(Runtime):
         else:
             outputs = [TensorSpec(PREDICT, "INT64", per_row)]
             if self._has_proba:
-                n_classes = self._num_class if self._num_class > 1 else 2
-                if self._num_target > 1:  # multi-label: one P(label) column per target
-                    n_classes = self._num_target
-                outputs.append(TensorSpec(PREDICT_PROBA, "FP32", (-1, n_classes)))
+                outputs.append(TensorSpec(PREDICT_PROBA, "FP32", (-1, self._proba_columns)))
         # XGBoost compares features as float32, so FP32 input loses nothing.
         n_features = self._booster.num_features()
         return Signature([feature_input("input-0", n_features, "FP32")], outputs)

@@ -125,6 +125,10 @@ def from_json_data(name: str, datatype: str, shape: Any, data: Any) -> np.ndarra
     try:
         if datatype in _INTEGER_DATATYPES or datatype == "BOOL":
             raw = np.asarray(data)
+            if datatype != "BOOL" and raw.size and raw.dtype.kind in "fO":
+                exact = _large_integers(name, datatype, data)
+                if exact is not None:
+                    return _reshape(name, exact, shape)
             if raw.size and not _json_kind_fits(raw.dtype.kind, datatype):
                 raise InvalidInput(
                     f"input '{name}': data does not match datatype {datatype} "
@@ -134,18 +138,44 @@ def from_json_data(name: str, datatype: str, shape: Any, data: Any) -> np.ndarra
             if datatype != "BOOL" and raw.size and not np.array_equal(array, raw):
                 raise InvalidInput(f"input '{name}': values out of range for {datatype}")
         else:
-            array = np.asarray(data, dtype=dtype)
+            raw = np.asarray(data)
+            if raw.size and not _json_kind_fits(raw.dtype.kind, datatype, raw):
+                raise InvalidInput(
+                    f"input '{name}': data does not match datatype {datatype} "
+                    f"(found {_describe_kind(raw.dtype.kind)} values)"
+                )
+            with np.errstate(over="raise"):
+                array = raw.astype(dtype, copy=False)
     except InvalidInput:
         raise
+    except FloatingPointError:
+        raise InvalidInput(f"input '{name}': values out of range for {datatype}") from None
     except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidInput(f"input '{name}': data does not match datatype {datatype}: {exc}") from None
+        raise InvalidInput(
+            f"input '{name}': data does not match datatype {datatype}: {exc}"
+        ) from None
     return _reshape(name, array, shape)
 
 
-def _json_kind_fits(kind: str, datatype: str) -> bool:
+def _large_integers(name: str, datatype: str, data: list) -> np.ndarray | None:
+    """Ints numpy only holds as float64 or object (``[0, 2**64 - 1]``, ``[-1, 2**63]``), exactly."""
+    exact = np.asarray(data, dtype=object)
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in exact.flat):
+        return None
+    info = np.iinfo(NUMPY_DTYPES[datatype])
+    if any(x < info.min or x > info.max for x in exact.flat):
+        raise InvalidInput(f"input '{name}': values out of range for {datatype}")
+    return exact.astype(NUMPY_DTYPES[datatype])
+
+
+def _json_kind_fits(kind: str, datatype: str, raw: np.ndarray | None = None) -> bool:
     if datatype == "BOOL":
         return kind == "b"
-    return kind in "iu"
+    if datatype in _INTEGER_DATATYPES:
+        return kind in "iu"
+    if kind == "O" and raw is not None:  # ints too large for int64/uint64 are still numbers
+        return all(isinstance(x, int | float) and not isinstance(x, bool) for x in raw.flat)
+    return kind in "iuf"
 
 
 def _describe_kind(kind: str) -> str:

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import joblib
+import numpy as np
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from servekit.types import TensorSpec
+
+
+def test_classifier_predict_and_proba_match_sklearn(tmp_path, load_runtime):
+    X, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=1000).fit(X, y)
+    joblib.dump(model, tmp_path / "model.joblib")
+    runtime = load_runtime("sklearn", tmp_path / "model.joblib")
+
+    result = runtime.predict({"input-0": X})
+
+    np.testing.assert_array_equal(result["predict"], model.predict(X))
+    np.testing.assert_allclose(result["predict_proba"], model.predict_proba(X))
+    signature = runtime.signature()
+    assert signature.inputs == [TensorSpec("input-0", "FP64", (-1, 4))]
+    assert signature.outputs == [
+        TensorSpec("predict", "INT64", (-1,)),
+        TensorSpec("predict_proba", "FP64", (-1, 3)),
+    ]
+
+
+def test_only_requested_outputs_are_computed(tmp_path, load_runtime):
+    X, y = load_iris(return_X_y=True)
+    joblib.dump(LogisticRegression(max_iter=1000).fit(X, y), tmp_path / "model.joblib")
+    runtime = load_runtime("sklearn", tmp_path / "model.joblib")
+
+    assert set(runtime.predict({"input-0": X[:3]}, outputs=["predict"])) == {"predict"}
+    assert set(runtime.predict({"input-0": X[:3]}, outputs=["predict_proba"])) == {"predict_proba"}
+
+
+def test_regressor_has_predict_only(tmp_path, load_runtime):
+    X, y = load_diabetes(return_X_y=True)
+    model = Ridge().fit(X, y)
+    joblib.dump(model, tmp_path / "model.pkl")
+    runtime = load_runtime("sklearn", tmp_path / "model.pkl")
+
+    result = runtime.predict({"input-0": X[:5]})
+
+    assert set(result) == {"predict"}
+    np.testing.assert_allclose(result["predict"], model.predict(X[:5]))
+    assert runtime.signature().outputs == [TensorSpec("predict", "FP64", (-1,))]
+    assert runtime.signature().inputs == [TensorSpec("input-0", "FP64", (-1, 10))]
+
+
+def test_one_tensor_per_feature_is_stacked_as_columns(tmp_path, load_runtime):
+    X, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=1000).fit(X, y)
+    joblib.dump(model, tmp_path / "model.joblib")
+    runtime = load_runtime("sklearn", tmp_path / "model.joblib")
+
+    columns = {f"f{i}": X[:, i] for i in range(4)}
+
+    np.testing.assert_array_equal(runtime.predict(columns)["predict"], model.predict(X))
