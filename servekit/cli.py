@@ -15,8 +15,11 @@ from rich.table import Table
 from servekit import __version__
 from servekit.errors import ServekitError
 
-app = typer.Typer(help="Serve trained models over the Open Inference Protocol and V1.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Serve trained models over the Open Inference Protocol and V1.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -29,8 +32,12 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version_callback,
-                                          is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     """servekit: one server for REST V2, gRPC V2 and V1."""
 
@@ -94,10 +101,15 @@ def models(
     executor.shutdown()
     if as_json:
         rows = [
-            {"name": h.name, "version": h.version, "platform": h.platform,
-             "state": h.state.value, "error": h.error,
-             "inputs": [s.to_dict() for s in h.inputs],
-             "outputs": [s.to_dict() for s in h.outputs]}
+            {
+                "name": h.name,
+                "version": h.version,
+                "platform": h.platform,
+                "state": h.state.value,
+                "error": h.error,
+                "inputs": [s.to_dict() for s in h.inputs],
+                "outputs": [s.to_dict() for s in h.outputs],
+            }
             for h in registry
         ]
         console.print_json(json.dumps(rows))
@@ -105,8 +117,9 @@ def models(
     table = Table("model", "version", "format", "state", "inputs", "outputs")
     for h in registry:
         state = h.state.value if not h.error else f"{h.state.value}: {h.error}"
-        table.add_row(h.name, h.version, h.platform, state, _describe(h.inputs),
-                      _describe(h.outputs))
+        table.add_row(
+            h.name, h.version, h.platform, state, _describe(h.inputs), _describe(h.outputs)
+        )
     console.print(table)
 
 
@@ -119,19 +132,39 @@ def _load_payload(data: str) -> Any:
         raise typer.BadParameter(f"--data is neither a file nor valid JSON: {exc}") from None
 
 
+def _is_v1(payload: Any) -> bool:
+    """V2 requests have ``inputs`` as a list of tensor objects; anything else is V1."""
+    if not isinstance(payload, dict):
+        return False
+    if "instances" in payload:
+        return True
+    inputs = payload.get("inputs")
+    return not (
+        isinstance(inputs, list)
+        and inputs
+        and isinstance(inputs[0], dict)
+        and "datatype" in inputs[0]
+    )
+
+
 @app.command()
 def predict(
     model: Annotated[str, typer.Argument(help="Model name.")],
-    data: Annotated[str, typer.Option("--data", "-d", help="A JSON file or a JSON string: "
-                                      "a V2 request, or V1 {\"instances\": ...}.")],
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            "-d",
+            help='A JSON file or a JSON string: a V2 request, or V1 {"instances": ...}.',
+        ),
+    ],
     url: Annotated[str, typer.Option(help="Server URL.")] = "http://127.0.0.1:8080",
     version: Annotated[str | None, typer.Option(help="Model version.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 30.0,
 ) -> None:
     """Send one inference request to a running server and print the answer."""
     payload = _load_payload(data)
-    v1 = isinstance(payload, dict) and ("instances" in payload or
-                                        ("inputs" in payload and isinstance(payload["inputs"], dict)))
+    v1 = _is_v1(payload)
     base = f"{url.rstrip('/')}/{'v1' if v1 else 'v2'}/models/{model}"
     if version:
         base += f"/versions/{version}"

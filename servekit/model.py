@@ -29,7 +29,7 @@ class Model:
     """Base class for custom Python models (the KServe / MLServer custom model pattern)."""
 
     inputs: ClassVar[list[TensorSpec] | None] = None
-    """Declare the signature here or in model.yaml; left out, inputs are passed through unchecked."""
+    """Declare the signature here or in model.yaml; if left out, inputs pass unchecked."""
     outputs: ClassVar[list[TensorSpec] | None] = None
 
     def __init__(self, name: str, path: Path, parameters: dict[str, Any]) -> None:

@@ -84,8 +84,11 @@ class InferenceServer:
             logger.info("gRPC on %s:%s", settings.host, self.grpc_port)
         await self.loader.load_all(sources)
         self.dataplane.loading_complete = True
-        logger.info("serving %d model versions (%d ready)", len(self.registry),
-                    sum(h.ready for h in self.registry))
+        logger.info(
+            "serving %d model versions (%d ready)",
+            len(self.registry),
+            sum(h.ready for h in self.registry),
+        )
         await self._stop.wait()
         logger.info("shutting down: draining in-flight requests")
         http.should_exit = True

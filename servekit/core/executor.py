@@ -17,7 +17,9 @@ AsyncCallable = Callable[..., Awaitable[Any]]
 
 class Executor:
     def __init__(self, max_threads: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="servekit-model")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max_threads, thread_name_prefix="servekit-model"
+        )
 
     def bind(self, fn: Callable[..., Any]) -> AsyncCallable:
         """An async callable that runs ``fn`` without blocking the event loop."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ModelState(str, Enum):
+class ModelState(StrEnum):
     LOADING = "LOADING"
     READY = "READY"
     FAILED = "FAILED"

@@ -48,17 +48,16 @@ class ModelLoader:
                     error = f"{source.path}: no versions to serve"
                 if error:
                     self._set_state(handle, ModelState.FAILED, error)
-                    logger.error("model %s version %s cannot load: %s", handle.name,
-                                 handle.version, error)
+                    logger.error(
+                        "model %s version %s cannot load: %s", handle.name, handle.version, error
+                    )
                 else:
                     self._set_state(handle, ModelState.LOADING)
                     handles.append(handle)
         return handles
 
     async def load_all(self, sources: list[ModelSource]) -> None:
-        by_key = {
-            (s.name, v.version): (s, v) for s in sources for v in s.versions
-        }
+        by_key = {(s.name, v.version): (s, v) for s in sources for v in s.versions}
         # One at a time: framework imports are not safe to run concurrently in threads
         # (two threads importing scikit-learn at once see a half-initialised module).
         for handle in self.register(sources):
@@ -93,8 +92,13 @@ class ModelLoader:
         handle.load_seconds = time.perf_counter() - started
         self._metrics.load_seconds.labels(handle.name, handle.version).set(handle.load_seconds)
         self._set_state(handle, ModelState.READY)
-        logger.info("model %s version %s ready (%s, %.3fs)", handle.name, handle.version,
-                    handle.platform, handle.load_seconds)
+        logger.info(
+            "model %s version %s ready (%s, %.3fs)",
+            handle.name,
+            handle.version,
+            handle.platform,
+            handle.load_seconds,
+        )
 
     async def unload_all(self) -> None:
         for handle in list(self._registry):
@@ -102,8 +106,9 @@ class ModelLoader:
                 try:
                     await self._executor.run(handle.runtime.unload)
                 except Exception:  # noqa: BLE001 - shutting down: log and go on
-                    logger.exception("model %s version %s failed to unload", handle.name,
-                                     handle.version)
+                    logger.exception(
+                        "model %s version %s failed to unload", handle.name, handle.version
+                    )
                 handle.runtime = None
                 handle.predict = None
                 self._set_state(handle, ModelState.UNLOADED)

@@ -115,9 +115,9 @@ def build_outputs(
     if requested:
         missing = [name for name in parameters if name not in produced]
         if missing:
-            raise InvalidInput(
-                f"model '{model}' did not produce the requested output '{missing[0]}'"
-            )
+            message = f"model '{model}' did not produce the requested output '{missing[0]}'"
+            # A declared output that is missing is the model's fault; otherwise the client's.
+            raise InferenceError(message) if missing[0] in types else InvalidInput(message)
         order = [name for name in order if name in parameters]
     outputs = []
     for name in order:

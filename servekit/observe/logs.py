@@ -10,7 +10,10 @@ import orjson
 
 # Attributes every record has, plus uvicorn's ANSI-coloured duplicate of the message.
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {
-    "message", "asctime", "color_message", "taskName"
+    "message",
+    "asctime",
+    "color_message",
+    "taskName",
 }
 
 
@@ -40,7 +43,9 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         extras = {
-            k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")
+            k: v
+            for k, v in vars(record).items()
+            if k not in _STANDARD_ATTRS and not k.startswith("_")
         }
         if extras:
             text += " " + " ".join(f"{k}={v}" for k, v in extras.items())

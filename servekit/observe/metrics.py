@@ -8,7 +8,22 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from servekit.core.lifecycle import ModelState
 
 LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
 )
 UNKNOWN_MODEL = "_unknown"
 """Label for requests naming a model that does not exist (keeps cardinality bounded)."""

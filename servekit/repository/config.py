@@ -55,7 +55,9 @@ class ModelConfig(BaseModel):
         "or an import string 'package.module:Class'.",
     )
     platform: str | None = None
-    versions: list[str] | None = Field(default=None, description="Versions to serve (default: all).")
+    versions: list[str] | None = Field(
+        default=None, description="Versions to serve (default: all)."
+    )
     inputs: list[TensorConfig] | None = None
     outputs: list[TensorConfig] | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from servekit.errors import ConfigError
@@ -18,18 +17,20 @@ _BY_SUFFIX = {
     ".bst": "xgboost",
     ".lgb": "lightgbm",
 }
+_SNIFF_BYTES = 4096
 _IGNORED = {".md", ".yaml", ".yml", ".sha256", ".lock"}
 
 
 def _sniff(path: Path) -> str | None:
     """Formats that share a generic suffix (.json, .txt) are told apart by their content."""
     if path.suffix == ".json":
+        # XGBoost's JSON models open with {"learner": ...}; the head is enough to tell.
         try:
             with path.open("rb") as fh:
-                head = json.loads(fh.read())
-        except (OSError, ValueError):
+                head = fh.read(_SNIFF_BYTES)
+        except OSError:
             return None
-        return "xgboost" if isinstance(head, dict) and "learner" in head else None
+        return "xgboost" if head.lstrip().startswith(b"{") and b'"learner"' in head else None
     if path.suffix in {".txt", ".model"}:
         try:
             with path.open("r", errors="replace") as fh:

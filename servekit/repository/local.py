@@ -55,7 +55,7 @@ def read_model(model_dir: Path) -> ModelSource:
         return ModelSource(model_dir.name, model_dir, ModelConfig(), error=str(exc))
     source = ModelSource(config.name or model_dir.name, model_dir, config)
     found = _version_dirs(model_dir)
-    wanted = config.versions if config.versions is not None else sorted(found)
+    wanted = config.versions if config.versions is not None else sorted(found, key=int)
     for version in wanted:
         if version not in found:
             source.versions.append(
@@ -72,7 +72,9 @@ def scan_repository(root: Path) -> list[ModelSource]:
     if not root.is_dir():
         raise ConfigError(f"model repository {str(root)!r} is not a folder")
     models = [
-        read_model(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))
+        read_model(p)
+        for p in sorted(root.iterdir())
+        if p.is_dir() and not p.name.startswith((".", "_"))
     ]
     names = [m.name for m in models]
     duplicates = {n for n in names if names.count(n) > 1}

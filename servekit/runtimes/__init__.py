@@ -20,8 +20,13 @@ BUILTIN_RUNTIMES = {
     "custom": "servekit.runtimes.custom:CustomRuntime",
 }
 
-_EXTRA_FOR = {"sklearn": "sklearn", "xgboost": "xgboost", "lightgbm": "lightgbm",
-              "onnx": "onnx", "torch": "torch"}
+_EXTRA_FOR = {
+    "sklearn": "sklearn",
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "onnx": "onnx",
+    "torch": "torch",
+}
 
 
 def _import_string(target: str) -> type[Runtime]:

@@ -1,7 +1,7 @@
 """Run a real servekit server as a separate process, on free ports, for tests and examples.
 
-    with ServerProcess("examples/models") as server:
-        httpx.get(f"{server.http_url}/v2/health/ready")
+with ServerProcess("examples/models") as server:
+    httpx.get(f"{server.http_url}/v2/health/ready")
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class ServerProcess:
         self.startup_timeout = startup_timeout
         self.wait_ready = wait_ready
         self.process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="servekit-", suffix=".log", delete=False)
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
+            prefix="servekit-", suffix=".log", delete=False
+        )
 
     @property
     def http_url(self) -> str:
@@ -59,12 +61,21 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         command = [
-            sys.executable, "-m", "servekit", "serve", str(self.repository),
-            "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+            sys.executable,
+            "-m",
+            "servekit",
+            "serve",
+            str(self.repository),
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            str(self.grpc_port),
             *self.args,
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
         self._wait()
         return self
 
@@ -74,9 +85,7 @@ class ServerProcess:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {self.process.returncode}:\n{self.logs()}"
-                )
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.logs()}")
             try:
                 if httpx.get(self.http_url + path, timeout=1.0).status_code == 200:
                     return

@@ -108,8 +108,7 @@ def _reshape(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray
     expected = element_count(shape)
     if array.size != expected:
         raise InvalidInput(
-            f"input '{name}': shape {list(shape)} needs {expected} elements, "
-            f"got {array.size}"
+            f"input '{name}': shape {list(shape)} needs {expected} elements, got {array.size}"
         )
     return array.reshape(shape)
 

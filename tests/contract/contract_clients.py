@@ -28,16 +28,32 @@ HTTP_TO_CODE = {
 
 CONTENTS_FIELD = {
     "BOOL": "bool_contents",
-    "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
     "INT64": "int64_contents",
-    "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
     "UINT64": "uint64_contents",
-    "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
 }
 NUMPY = {
-    "BOOL": np.bool_, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
+    "BOOL": np.bool_,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "BYTES": np.object_,
 }
 
 
@@ -80,8 +96,9 @@ class RestApi(_Closing):
         self.client.close()
 
     def _outcome(self, response: httpx.Response) -> Outcome:
-        return Outcome(HTTP_TO_CODE.get(response.status_code, str(response.status_code)),
-                       response.json())
+        return Outcome(
+            HTTP_TO_CODE.get(response.status_code, str(response.status_code)), response.json()
+        )
 
     @staticmethod
     def _model_path(name: str, version: str | None) -> str:
@@ -105,25 +122,39 @@ class RestApi(_Closing):
     def model_metadata(self, name: str, version: str | None = None) -> Outcome:
         return self._outcome(self.client.get(self._model_path(name, version)))
 
-    def infer(self, name: str, version: str | None, inputs: list[InferInput],
-              outputs: list[str] | None = None, request_id: str | None = None,
-              raw_body: bytes | None = None) -> Outcome:
+    def infer(
+        self,
+        name: str,
+        version: str | None,
+        inputs: list[InferInput],
+        outputs: list[str] | None = None,
+        request_id: str | None = None,
+        raw_body: bytes | None = None,
+    ) -> Outcome:
         body: dict[str, Any] = {
-            "inputs": [{"name": i.name, "datatype": i.datatype, "shape": i.shape, "data": i.data}
-                       for i in inputs]
+            "inputs": [
+                {"name": i.name, "datatype": i.datatype, "shape": i.shape, "data": i.data}
+                for i in inputs
+            ]
         }
         if outputs is not None:
             body["outputs"] = [{"name": o} for o in outputs]
         if request_id is not None:
             body["id"] = request_id
         content = raw_body if raw_body is not None else json.dumps(body).encode()
-        response = self.client.post(self._model_path(name, version) + "/infer", content=content,
-                                    headers={"content-type": "application/json"})
+        response = self.client.post(
+            self._model_path(name, version) + "/infer",
+            content=content,
+            headers={"content-type": "application/json"},
+        )
         outcome = self._outcome(response)
         if outcome.status == "OK":
             outcome.body["outputs"] = {
-                o["name"]: {"datatype": o["datatype"], "shape": o["shape"],
-                            "data": np.asarray(o["data"]).reshape(o["shape"])}
+                o["name"]: {
+                    "datatype": o["datatype"],
+                    "shape": o["shape"],
+                    "data": np.asarray(o["data"]).reshape(o["shape"]),
+                }
                 for o in outcome.body["outputs"]
             }
         return outcome
@@ -156,8 +187,11 @@ class GrpcApi(_Closing):
         return self._call("ServerReady", pb.ServerReadyRequest(), lambda r: {"ready": r.ready})
 
     def server_metadata(self) -> Outcome:
-        return self._call("ServerMetadata", pb.ServerMetadataRequest(), lambda r: {
-            "name": r.name, "version": r.version, "extensions": list(r.extensions)})
+        return self._call(
+            "ServerMetadata",
+            pb.ServerMetadataRequest(),
+            lambda r: {"name": r.name, "version": r.version, "extensions": list(r.extensions)},
+        )
 
     def model_ready(self, name: str, version: str | None = None) -> Outcome:
         request = pb.ModelReadyRequest(name=name, version=version or "")
@@ -167,11 +201,17 @@ class GrpcApi(_Closing):
         def convert(r: Any) -> dict[str, Any]:
             # servekit's own properties (state, error, lineage) travel in a string map over gRPC.
             body: dict[str, Any] = {
-                "name": r.name, "versions": list(r.versions), "platform": r.platform,
-                "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
-                           for t in r.inputs],
-                "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
-                            for t in r.outputs],
+                "name": r.name,
+                "versions": list(r.versions),
+                "platform": r.platform,
+                "inputs": [
+                    {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+                    for t in r.inputs
+                ],
+                "outputs": [
+                    {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+                    for t in r.outputs
+                ],
             }
             properties = _metadata_properties(r)
             for key in ("state", "version", "error"):
@@ -184,18 +224,27 @@ class GrpcApi(_Closing):
         request = pb.ModelMetadataRequest(name=name, version=version or "")
         return self._call("ModelMetadata", request, convert)
 
-    def infer(self, name: str, version: str | None, inputs: list[InferInput],
-              outputs: list[str] | None = None, request_id: str | None = None,
-              raw_body: bytes | None = None) -> Outcome:
-        request = pb.ModelInferRequest(model_name=name, model_version=version or "",
-                                       id=request_id or "")
+    def infer(
+        self,
+        name: str,
+        version: str | None,
+        inputs: list[InferInput],
+        outputs: list[str] | None = None,
+        request_id: str | None = None,
+        raw_body: bytes | None = None,
+    ) -> Outcome:
+        request = pb.ModelInferRequest(
+            model_name=name, model_version=version or "", id=request_id or ""
+        )
         for item in inputs:
             tensor = request.inputs.add(name=item.name, datatype=item.datatype, shape=item.shape)
             if self.raw:
                 request.raw_input_contents.append(_raw(item))
             else:
                 values = [v.encode() if isinstance(v, str) else v for v in _flatten(item.data)]
-                getattr(tensor.contents, CONTENTS_FIELD.get(item.datatype, "fp32_contents")).extend(values)
+                getattr(tensor.contents, CONTENTS_FIELD.get(item.datatype, "fp32_contents")).extend(
+                    values
+                )
         for out in outputs or []:
             request.outputs.add(name=out)
         return self._call("ModelInfer", request, _infer_body)
@@ -231,8 +280,8 @@ def _infer_body(response: Any) -> dict[str, Any]:
             if tensor.datatype == "BYTES":
                 data, offset = [], 0
                 while offset < len(raw):
-                    length = int.from_bytes(raw[offset:offset + 4], "little")
-                    data.append(raw[offset + 4:offset + 4 + length].decode())
+                    length = int.from_bytes(raw[offset : offset + 4], "little")
+                    data.append(raw[offset + 4 : offset + 4 + length].decode())
                     offset += 4 + length
                 array = np.asarray(data, dtype=object)
             else:
@@ -242,10 +291,16 @@ def _infer_body(response: Any) -> dict[str, Any]:
             if tensor.datatype == "BYTES":
                 values = [v.decode() for v in values]
             array = np.asarray(values)
-        outputs[tensor.name] = {"datatype": tensor.datatype, "shape": shape,
-                                "data": array.reshape(shape)}
-    body: dict[str, Any] = {"model_name": response.model_name,
-                            "model_version": response.model_version, "outputs": outputs}
+        outputs[tensor.name] = {
+            "datatype": tensor.datatype,
+            "shape": shape,
+            "data": array.reshape(shape),
+        }
+    body: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "outputs": outputs,
+    }
     if response.id:
         body["id"] = response.id
     return body
@@ -255,19 +310,26 @@ def _build_properties_message() -> Any:
     """A message with only field 6 `map<string,string> properties`, in a private pool."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-    file = descriptor_pb2.FileDescriptorProto(name="servekit_test_props.proto",
-                                              package="servekit_test", syntax="proto3")
+    file = descriptor_pb2.FileDescriptorProto(
+        name="servekit_test_props.proto", package="servekit_test", syntax="proto3"
+    )
     message = file.message_type.add(name="PropertiesOnly")
     entry = message.nested_type.add(name="PropertiesEntry")
     entry.options.map_entry = True
     entry.field.add(name="key", number=1, type=9, label=1)
     entry.field.add(name="value", number=2, type=9, label=1)
-    message.field.add(name="properties", number=6, type=11, label=3,
-                      type_name=".servekit_test.PropertiesOnly.PropertiesEntry")
+    message.field.add(
+        name="properties",
+        number=6,
+        type=11,
+        label=3,
+        type_name=".servekit_test.PropertiesOnly.PropertiesEntry",
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("servekit_test.PropertiesOnly"))
+        pool.FindMessageTypeByName("servekit_test.PropertiesOnly")
+    )
 
 
 _PropertiesOnly = _build_properties_message()

@@ -47,8 +47,10 @@ def _lightgbm(path: Path) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
 
     def predict(x: np.ndarray) -> dict[str, np.ndarray]:
         positive = booster.predict(x)
-        return {"predict": (positive > 0.5).astype(np.int64),
-                "predict_proba": np.column_stack([1 - positive, positive])}
+        return {
+            "predict": (positive > 0.5).astype(np.int64),
+            "predict_proba": np.column_stack([1 - positive, positive]),
+        }
 
     return predict
 
@@ -56,8 +58,9 @@ def _lightgbm(path: Path) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
 def _onnx(path: Path) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path / "model.onnx"),
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        str(path / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     names = [o.name for o in session.get_outputs()]
     return lambda x: dict(zip(names, session.run(None, {"input-0": x}), strict=True))
 
@@ -91,16 +94,23 @@ def bundled(request: pytest.FixtureRequest, example_repo, server) -> dict:
     (declared,) = metadata["inputs"]
     features = np.asarray(info[name]["X"][:ROWS], dtype=NUMPY[declared["datatype"]])
     expected = direct(repo / folder)(features)
-    return {"name": name, "version": version, "datatype": declared["datatype"],
-            "input": declared["name"], "x": features, "expected": expected,
-            "outputs": [o["name"] for o in metadata["outputs"]]}
+    return {
+        "name": name,
+        "version": version,
+        "datatype": declared["datatype"],
+        "input": declared["name"],
+        "x": features,
+        "expected": expected,
+        "outputs": [o["name"] for o in metadata["outputs"]],
+    }
 
 
 def _assert_same(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
     assert set(got) == set(expected)
     for key, value in expected.items():
-        np.testing.assert_allclose(np.asarray(got[key]).reshape(np.shape(value)), value,
-                                   rtol=1e-6, atol=1e-7, err_msg=key)
+        np.testing.assert_allclose(
+            np.asarray(got[key]).reshape(np.shape(value)), value, rtol=1e-6, atol=1e-7, err_msg=key
+        )
 
 
 def test_metadata_and_readiness(bundled: dict, server) -> None:
@@ -118,11 +128,20 @@ def test_metadata_and_readiness(bundled: dict, server) -> None:
 
 def test_httpx_v2_json(bundled: dict, server) -> None:
     x = bundled["x"]
-    body = {"inputs": [{"name": bundled["input"], "datatype": bundled["datatype"],
-                        "shape": list(x.shape), "data": x.tolist()}]}
+    body = {
+        "inputs": [
+            {
+                "name": bundled["input"],
+                "datatype": bundled["datatype"],
+                "shape": list(x.shape),
+                "data": x.tolist(),
+            }
+        ]
+    }
     response = httpx.post(
         f"{server.http_url}/v2/models/{bundled['name']}/versions/{bundled['version']}/infer",
-        json=body)
+        json=body,
+    )
     assert response.status_code == 200, response.text
     got = {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in response.json()["outputs"]}
     _assert_same(got, bundled["expected"])
@@ -132,13 +151,16 @@ def test_httpx_v2_json(bundled: dict, server) -> None:
 def test_tritonclient_http(bundled: dict, server, binary: bool) -> None:
     client = triton_http.InferenceServerClient(server.http_url.removeprefix("http://"))
     try:
-        tensor = triton_http.InferInput(bundled["input"], list(bundled["x"].shape),
-                                        bundled["datatype"])
+        tensor = triton_http.InferInput(
+            bundled["input"], list(bundled["x"].shape), bundled["datatype"]
+        )
         tensor.set_data_from_numpy(bundled["x"], binary_data=binary)
-        outputs = [triton_http.InferRequestedOutput(n, binary_data=binary)
-                   for n in bundled["outputs"]]
-        result = client.infer(bundled["name"], [tensor], model_version=bundled["version"],
-                              outputs=outputs)
+        outputs = [
+            triton_http.InferRequestedOutput(n, binary_data=binary) for n in bundled["outputs"]
+        ]
+        result = client.infer(
+            bundled["name"], [tensor], model_version=bundled["version"], outputs=outputs
+        )
         _assert_same({n: result.as_numpy(n) for n in bundled["outputs"]}, bundled["expected"])
     finally:
         client.close()
@@ -147,8 +169,9 @@ def test_tritonclient_http(bundled: dict, server, binary: bool) -> None:
 def test_tritonclient_grpc_raw_contents(bundled: dict, server) -> None:
     client = triton_grpc.InferenceServerClient(server.grpc_target)
     try:
-        tensor = triton_grpc.InferInput(bundled["input"], list(bundled["x"].shape),
-                                        bundled["datatype"])
+        tensor = triton_grpc.InferInput(
+            bundled["input"], list(bundled["x"].shape), bundled["datatype"]
+        )
         tensor.set_data_from_numpy(bundled["x"])
         result = client.infer(bundled["name"], [tensor], model_version=bundled["version"])
         _assert_same({n: result.as_numpy(n) for n in bundled["outputs"]}, bundled["expected"])
@@ -160,9 +183,11 @@ def test_tritonclient_grpc_raw_contents(bundled: dict, server) -> None:
 def test_grpcio_typed_contents(bundled: dict, server) -> None:
     x = bundled["x"]
     with GrpcApi(server.grpc_target, raw=False) as api:
-        outcome = api.infer(bundled["name"], bundled["version"],
-                            [InferInput(bundled["input"], bundled["datatype"], list(x.shape),
-                                        x.tolist())])
+        outcome = api.infer(
+            bundled["name"],
+            bundled["version"],
+            [InferInput(bundled["input"], bundled["datatype"], list(x.shape), x.tolist())],
+        )
     assert outcome.status == "OK", outcome.body
     _assert_same({k: v["data"] for k, v in outcome.body["outputs"].items()}, bundled["expected"])
 

@@ -18,8 +18,13 @@ from contract_clients import GrpcApi, InferInput, Outcome, RestApi
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 
 
-def iris(data: list | None = None, *, name: str = "input-0", datatype: str = "FP32",
-         shape: list[int] | None = None) -> list[InferInput]:
+def iris(
+    data: list | None = None,
+    *,
+    name: str = "input-0",
+    datatype: str = "FP32",
+    shape: list[int] | None = None,
+) -> list[InferInput]:
     data = IRIS_ROW if data is None else data
     return [InferInput(name, datatype, shape if shape is not None else [1, 4], data)]
 
@@ -69,79 +74,173 @@ CASES = [
     # health and server metadata
     Case("server-live", lambda api: api.server_live(), "OK", {"live": True}),
     Case("server-ready", lambda api: api.server_ready(), "OK", {"ready": True}),
-    Case("server-metadata", lambda api: api.server_metadata(), "OK", {"name": "servekit"},
-         check=lambda o: "binary_tensor_data" in o.body["extensions"]),
+    Case(
+        "server-metadata",
+        lambda api: api.server_metadata(),
+        "OK",
+        {"name": "servekit"},
+        check=lambda o: "binary_tensor_data" in o.body["extensions"],
+    ),
     # model readiness
     Case("model-ready", lambda api: api.model_ready("iris"), "OK", {"ready": True}),
     Case("model-version-ready", lambda api: api.model_ready("iris", "1"), "OK", {"ready": True}),
-    Case("model-ready-failed-load", lambda api: api.model_ready("corrupt"), "OK",
-         {"ready": False}),
-    Case("model-ready-unknown", lambda api: api.model_ready("nope"), "NOT_FOUND",
-         error_contains=("nope",)),
-    Case("model-ready-unknown-version", lambda api: api.model_ready("iris", "99"), "NOT_FOUND",
-         error_contains=("iris", "99")),
+    Case("model-ready-failed-load", lambda api: api.model_ready("corrupt"), "OK", {"ready": False}),
+    Case(
+        "model-ready-unknown",
+        lambda api: api.model_ready("nope"),
+        "NOT_FOUND",
+        error_contains=("nope",),
+    ),
+    Case(
+        "model-ready-unknown-version",
+        lambda api: api.model_ready("iris", "99"),
+        "NOT_FOUND",
+        error_contains=("iris", "99"),
+    ),
     # model metadata
-    Case("model-metadata", lambda api: api.model_metadata("iris"), "OK",
-         {"name": "iris", "platform": "sklearn", "version": "2", "state": "READY"},
-         check=_check_metadata),
-    Case("model-version-metadata", lambda api: api.model_metadata("iris", "1"), "OK",
-         {"name": "iris", "version": "1"}),
-    Case("model-metadata-failed-load", lambda api: api.model_metadata("corrupt"), "OK",
-         {"name": "corrupt", "state": "FAILED"},
-         check=lambda o: "UnpicklingError" in o.body["error"] or "pickle" in o.body["error"]),
-    Case("model-metadata-unknown", lambda api: api.model_metadata("nope"), "NOT_FOUND",
-         error_contains=("model 'nope' not found",)),
-    Case("model-metadata-unknown-version", lambda api: api.model_metadata("iris", "7"),
-         "NOT_FOUND", error_contains=("'iris'", "'7'")),
+    Case(
+        "model-metadata",
+        lambda api: api.model_metadata("iris"),
+        "OK",
+        {"name": "iris", "platform": "sklearn", "version": "2", "state": "READY"},
+        check=_check_metadata,
+    ),
+    Case(
+        "model-version-metadata",
+        lambda api: api.model_metadata("iris", "1"),
+        "OK",
+        {"name": "iris", "version": "1"},
+    ),
+    Case(
+        "model-metadata-failed-load",
+        lambda api: api.model_metadata("corrupt"),
+        "OK",
+        {"name": "corrupt", "state": "FAILED"},
+        check=lambda o: "UnpicklingError" in o.body["error"] or "pickle" in o.body["error"],
+    ),
+    Case(
+        "model-metadata-unknown",
+        lambda api: api.model_metadata("nope"),
+        "NOT_FOUND",
+        error_contains=("model 'nope' not found",),
+    ),
+    Case(
+        "model-metadata-unknown-version",
+        lambda api: api.model_metadata("iris", "7"),
+        "NOT_FOUND",
+        error_contains=("'iris'", "'7'"),
+    ),
     # inference
-    Case("infer", lambda api: api.infer("iris", "1", iris()), "OK",
-         {"model_name": "iris", "model_version": "1"}, check=_check_iris_outputs),
-    Case("infer-default-version", lambda api: api.infer("iris", None, iris()), "OK",
-         {"model_name": "iris", "model_version": "2"}),
-    Case("infer-id-echoed", lambda api: api.infer("iris", "1", iris(), request_id="req-42"),
-         "OK", {"id": "req-42"}),
-    Case("infer-requested-output", lambda api: api.infer("iris", "1", iris(),
-                                                         outputs=["predict_proba"]),
-         "OK", check=_check_only_proba),
-    Case("infer-batch", lambda api: api.infer("iris", "1", iris(IRIS_ROW * 2, shape=[2, 4])),
-         "OK", check=_check_two_rows),
-    Case("infer-fp64-cast", lambda api: api.infer("iris", "1", iris(datatype="FP64")), "OK",
-         check=_check_iris_outputs),
+    Case(
+        "infer",
+        lambda api: api.infer("iris", "1", iris()),
+        "OK",
+        {"model_name": "iris", "model_version": "1"},
+        check=_check_iris_outputs,
+    ),
+    Case(
+        "infer-default-version",
+        lambda api: api.infer("iris", None, iris()),
+        "OK",
+        {"model_name": "iris", "model_version": "2"},
+    ),
+    Case(
+        "infer-id-echoed",
+        lambda api: api.infer("iris", "1", iris(), request_id="req-42"),
+        "OK",
+        {"id": "req-42"},
+    ),
+    Case(
+        "infer-requested-output",
+        lambda api: api.infer("iris", "1", iris(), outputs=["predict_proba"]),
+        "OK",
+        check=_check_only_proba,
+    ),
+    Case(
+        "infer-batch",
+        lambda api: api.infer("iris", "1", iris(IRIS_ROW * 2, shape=[2, 4])),
+        "OK",
+        check=_check_two_rows,
+    ),
+    Case(
+        "infer-fp64-cast",
+        lambda api: api.infer("iris", "1", iris(datatype="FP64")),
+        "OK",
+        check=_check_iris_outputs,
+    ),
     # errors: 404
-    Case("infer-unknown-model", lambda api: api.infer("nope", None, iris()), "NOT_FOUND",
-         error_contains=("model 'nope' not found",)),
-    Case("infer-unknown-version", lambda api: api.infer("iris", "99", iris()), "NOT_FOUND",
-         error_contains=("'iris'", "'99'")),
+    Case(
+        "infer-unknown-model",
+        lambda api: api.infer("nope", None, iris()),
+        "NOT_FOUND",
+        error_contains=("model 'nope' not found",),
+    ),
+    Case(
+        "infer-unknown-version",
+        lambda api: api.infer("iris", "99", iris()),
+        "NOT_FOUND",
+        error_contains=("'iris'", "'99'"),
+    ),
     # errors: 400
-    Case("infer-wrong-datatype",
-         lambda api: api.infer("iris", "1", iris(["a", "b", "c", "d"], datatype="BYTES")),
-         "INVALID_ARGUMENT", error_contains=("input-0", "FP32", "BYTES")),
-    Case("infer-shape-data-mismatch", lambda api: api.infer("iris", "1", iris(IRIS_ROW[:3])),
-         "INVALID_ARGUMENT", error_contains=("input-0", "[1, 4]")),
-    Case("infer-shape-signature-mismatch",
-         lambda api: api.infer("iris", "1", iris(IRIS_ROW[:3], shape=[1, 3])),
-         "INVALID_ARGUMENT", error_contains=("input-0", "expected shape [-1, 4]", "[1, 3]")),
-    Case("infer-unknown-input", lambda api: api.infer("iris", "1", iris(name="features")),
-         "INVALID_ARGUMENT", error_contains=("features", "input-0")),
-    Case("infer-unknown-output",
-         lambda api: api.infer("iris", "1", iris(), outputs=["embedding"]),
-         "INVALID_ARGUMENT", error_contains=("embedding",)),
-    Case("infer-unknown-datatype",
-         lambda api: api.infer("iris", "1", iris(datatype="FLOAT")),
-         "INVALID_ARGUMENT", error_contains=("FLOAT",)),
+    Case(
+        "infer-wrong-datatype",
+        lambda api: api.infer("iris", "1", iris(["a", "b", "c", "d"], datatype="BYTES")),
+        "INVALID_ARGUMENT",
+        error_contains=("input-0", "FP32", "BYTES"),
+    ),
+    Case(
+        "infer-shape-data-mismatch",
+        lambda api: api.infer("iris", "1", iris(IRIS_ROW[:3])),
+        "INVALID_ARGUMENT",
+        error_contains=("input-0", "[1, 4]"),
+    ),
+    Case(
+        "infer-shape-signature-mismatch",
+        lambda api: api.infer("iris", "1", iris(IRIS_ROW[:3], shape=[1, 3])),
+        "INVALID_ARGUMENT",
+        error_contains=("input-0", "expected shape [-1, 4]", "[1, 3]"),
+    ),
+    Case(
+        "infer-unknown-input",
+        lambda api: api.infer("iris", "1", iris(name="features")),
+        "INVALID_ARGUMENT",
+        error_contains=("features", "input-0"),
+    ),
+    Case(
+        "infer-unknown-output",
+        lambda api: api.infer("iris", "1", iris(), outputs=["embedding"]),
+        "INVALID_ARGUMENT",
+        error_contains=("embedding",),
+    ),
+    Case(
+        "infer-unknown-datatype",
+        lambda api: api.infer("iris", "1", iris(datatype="FLOAT")),
+        "INVALID_ARGUMENT",
+        error_contains=("FLOAT",),
+    ),
     # errors: 500 — the model raises; the model is named, the traceback is not sent
-    Case("infer-model-raises",
-         lambda api: api.infer("broken", None, [InferInput("x", "FP64", [2], [1.0, -1.0])]),
-         "INTERNAL", error_contains=("broken", "ValueError"),
-         check=lambda o: "Traceback" not in o.error),
+    Case(
+        "infer-model-raises",
+        lambda api: api.infer("broken", None, [InferInput("x", "FP64", [2], [1.0, -1.0])]),
+        "INTERNAL",
+        error_contains=("broken", "ValueError"),
+        check=lambda o: "Traceback" not in o.error,
+    ),
     # errors: 503 — model known but not loaded
-    Case("infer-model-not-ready", lambda api: api.infer("corrupt", None, iris()),
-         "UNAVAILABLE", error_contains=("corrupt", "not ready")),
+    Case(
+        "infer-model-not-ready",
+        lambda api: api.infer("corrupt", None, iris()),
+        "UNAVAILABLE",
+        error_contains=("corrupt", "not ready"),
+    ),
     # errors: 413 — body over the server's limit (1 MB in the test server)
-    Case("infer-too-large",
-         lambda api: api.infer("iris", "1", iris([0.5] * 4 * 80_000, datatype="FP64",
-                                                 shape=[80_000, 4])),
-         "RESOURCE_EXHAUSTED"),
+    Case(
+        "infer-too-large",
+        lambda api: api.infer(
+            "iris", "1", iris([0.5] * 4 * 80_000, datatype="FP64", shape=[80_000, 4])
+        ),
+        "RESOURCE_EXHAUSTED",
+    ),
 ]
 
 
@@ -177,16 +276,24 @@ def test_rest_malformed_json(server) -> None:
     assert "not valid JSON" in outcome.error
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"[]", "JSON object"),
-    (b"{}", "'inputs'"),
-    (b'{"inputs": [{"name": "input-0", "datatype": "FP32", "data": [1]}]}', "shape"),
-    (b'{"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 4]}]}', "data"),
-    (b'{"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4], "data": [1]}]}',
-     "non-negative"),
-    (b'{"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 4], '
-     b'"data": ["a", "b", "c", "d"]}]}', "FP32"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"[]", "JSON object"),
+        (b"{}", "'inputs'"),
+        (b'{"inputs": [{"name": "input-0", "datatype": "FP32", "data": [1]}]}', "shape"),
+        (b'{"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 4]}]}', "data"),
+        (
+            b'{"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4], "data": [1]}]}',
+            "non-negative",
+        ),
+        (
+            b'{"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 4], '
+            b'"data": ["a", "b", "c", "d"]}]}',
+            "FP32",
+        ),
+    ],
+)
 def test_rest_malformed_requests(server, body: bytes, message: str) -> None:
     with RestApi(server.http_url) as api:
         outcome = api.infer("iris", "1", [], raw_body=body)

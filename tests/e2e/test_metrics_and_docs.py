@@ -7,8 +7,9 @@ from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
 IRIS_REQUEST = {
-    "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32",
-                "data": [5.1, 3.5, 1.4, 0.2]}]
+    "inputs": [
+        {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}
+    ]
 }
 
 
@@ -30,32 +31,45 @@ def test_metrics_count_requests_by_model_version_protocol_status(server) -> None
     with httpx.Client(base_url=server.http_url) as client:
         for _ in range(3):
             assert client.post("/v2/models/iris/versions/1/infer", json=IRIS_REQUEST).is_success
-        assert client.post("/v2/models/iris/versions/1/infer", json={"inputs": []}).status_code == 400
-        assert client.post("/v1/models/iris:predict",
-                           json={"instances": [[5.1, 3.5, 1.4, 0.2]]}).is_success
+        assert (
+            client.post("/v2/models/iris/versions/1/infer", json={"inputs": []}).status_code == 400
+        )
+        assert client.post(
+            "/v1/models/iris:predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}
+        ).is_success
     after = scrape(server.http_url)
     ok = {"model": "iris", "version": "1", "protocol": "rest-v2", "status": "ok"}
-    assert value(after, "servekit_inference_requests_total", **ok) - value(
-        before, "servekit_inference_requests_total", **ok) == 3
+    assert (
+        value(after, "servekit_inference_requests_total", **ok)
+        - value(before, "servekit_inference_requests_total", **ok)
+        == 3
+    )
     bad = {**ok, "status": "invalid_argument"}
-    assert value(after, "servekit_inference_requests_total", **bad) - value(
-        before, "servekit_inference_requests_total", **bad) == 1
+    assert (
+        value(after, "servekit_inference_requests_total", **bad)
+        - value(before, "servekit_inference_requests_total", **bad)
+        == 1
+    )
     v1 = {"model": "iris", "version": "2", "protocol": "rest-v1", "status": "ok"}
-    assert value(after, "servekit_inference_requests_total", **v1) - value(
-        before, "servekit_inference_requests_total", **v1) == 1
+    assert (
+        value(after, "servekit_inference_requests_total", **v1)
+        - value(before, "servekit_inference_requests_total", **v1)
+        == 1
+    )
     latency = {"model": "iris", "version": "1", "protocol": "rest-v2"}
-    assert value(after, "servekit_inference_request_duration_seconds_count", **latency) - value(
-        before, "servekit_inference_request_duration_seconds_count", **latency) == 4
+    assert (
+        value(after, "servekit_inference_request_duration_seconds_count", **latency)
+        - value(before, "servekit_inference_request_duration_seconds_count", **latency)
+        == 4
+    )
     assert value(after, "servekit_inference_requests_in_flight", model="iris") == 0
 
 
 def test_metrics_show_model_state_and_load_time(server) -> None:
     samples = scrape(server.http_url)
     assert value(samples, "servekit_model_state", model="iris", version="1", state="READY") == 1
-    assert value(samples, "servekit_model_state", model="corrupt", version="1",
-                 state="FAILED") == 1
-    assert value(samples, "servekit_model_state", model="corrupt", version="1",
-                 state="READY") == 0
+    assert value(samples, "servekit_model_state", model="corrupt", version="1", state="FAILED") == 1
+    assert value(samples, "servekit_model_state", model="corrupt", version="1", state="READY") == 0
     assert value(samples, "servekit_model_load_duration_seconds", model="iris", version="1") > 0
 
 
@@ -65,8 +79,17 @@ def test_unknown_models_share_one_label(server) -> None:
     samples = scrape(server.http_url)
     labels = {labels for (name, labels) in samples if name == "servekit_inference_requests_total"}
     assert not any(("model", "ghost-a") in lbl for lbl in labels)
-    assert value(samples, "servekit_inference_requests_total", model="_unknown", version="",
-                 protocol="rest-v2", status="not_found") >= 2
+    assert (
+        value(
+            samples,
+            "servekit_inference_requests_total",
+            model="_unknown",
+            version="",
+            protocol="rest-v2",
+            status="not_found",
+        )
+        >= 2
+    )
 
 
 def test_openapi_document_is_valid_and_covers_every_route(server) -> None:

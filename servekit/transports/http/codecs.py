@@ -47,7 +47,9 @@ def _header_length(raw: str | None, body_length: int) -> int | None:
     try:
         length = int(raw)
     except ValueError:
-        raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {raw!r}") from None
+        raise InvalidInput(
+            f"Inference-Header-Content-Length must be an integer, got {raw!r}"
+        ) from None
     if not 0 < length <= body_length:
         raise InvalidInput(
             f"Inference-Header-Content-Length {length} is outside the body (length {body_length})"
@@ -60,7 +62,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]
     length = _header_length(header_length, len(body))
     view = memoryview(body)
     if length is None:
-        return loads(body), view[len(body):]
+        return loads(body), view[len(body) :]
     return loads(view[:length]), view[length:]
 
 
@@ -131,7 +133,9 @@ def _decode_requested_outputs(value: Any) -> list[RequestedOutput]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidInput(f"outputs[{index}] must be an object with a 'name' string")
         outputs.append(
-            RequestedOutput(item["name"], _parameters(item.get("parameters"), f"output '{item['name']}'"))
+            RequestedOutput(
+                item["name"], _parameters(item.get("parameters"), f"output '{item['name']}'")
+            )
         )
     return outputs
 

@@ -49,8 +49,10 @@ async def model_status(request: Request) -> Response:
             {
                 "version": handle.version,
                 "state": "AVAILABLE" if handle.ready else handle.state.value,
-                "status": {"error_code": "OK" if not handle.error else "UNKNOWN",
-                           "error_message": handle.error or ""},
+                "status": {
+                    "error_code": "OK" if not handle.error else "UNKNOWN",
+                    "error_message": handle.error or "",
+                },
             }
         )
     return json_response(
@@ -90,8 +92,11 @@ def _to_request(document: Any, declared: list[TensorSpec]) -> tuple[InferenceReq
         tensors = [_array(n, v) for n, v in payload.items()]
     else:
         if not isinstance(payload, list):
-            raise InvalidInput("'instances' must be a list" if row_format else
-                               "'inputs' must be a list or an object")
+            raise InvalidInput(
+                "'instances' must be a list"
+                if row_format
+                else "'inputs' must be a list or an object"
+            )
         tensors = [_array(default_name, payload)]
     return InferenceRequest(inputs=tensors), row_format
 

@@ -255,11 +255,17 @@ def test_requested_subset_keeps_declared_order_and_carries_parameters():
     assert [o.name for o in both] == ["label", "proba"]
 
 
-def test_requested_output_not_produced():
+def test_declared_output_not_produced_is_the_models_fault():
     produced = {"label": np.array([1])}
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InferenceError) as info:
         build_outputs("iris", OUT, produced, [RequestedOutput("proba")])
     assert str(info.value) == "model 'iris' did not produce the requested output 'proba'"
+
+
+def test_undeclared_output_not_produced_is_the_clients_mistake():
+    with pytest.raises(InvalidInput) as info:
+        build_outputs("m", [], {"label": np.array([1])}, [RequestedOutput("proba")])
+    assert "did not produce the requested output 'proba'" in str(info.value)
 
 
 def test_declared_output_not_produced_is_omitted_when_not_requested():
