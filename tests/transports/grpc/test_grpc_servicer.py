@@ -32,7 +32,7 @@ from servekit.transports.grpc import converters, create_grpc_server
 from servekit.transports.grpc.errors import INTERNAL_MESSAGE, map_errors
 from servekit.transports.grpc.stubs import SERVICE_NAME, pb2, pb2_grpc
 from servekit.types import InferenceResponse, Tensor
-from servekit.types.tensors import from_raw, to_raw
+from servekit.types.tensors import NUMPY_DTYPES, from_raw, to_raw
 
 MAX_BYTES = 1 << 20
 
@@ -138,7 +138,10 @@ def outputs_of(response: Any) -> dict[str, np.ndarray]:
             data = from_raw(out.name, out.datatype, list(out.shape), raw)
         else:
             field = converters.contents_field(out.datatype)
-            data = np.asarray(getattr(out.contents, field))
+            values = list(getattr(out.contents, field))
+            # An explicit dtype: numpy would read large UINT64 Python ints as float64.
+            dtype = None if out.datatype == "BYTES" else NUMPY_DTYPES[out.datatype]
+            data = np.asarray(values, dtype=dtype)
         result[out.name] = data.reshape(list(out.shape))
     return result
 
