@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from servekit.core.batching import AdaptiveBatcher, BatchingPolicy
 from servekit.core.executor import Executor
 from servekit.core.lifecycle import ModelState
 from servekit.core.registry import ModelHandle, ModelRegistry
@@ -89,6 +90,22 @@ class ModelLoader:
         handle.inputs = handle.inputs or signature.inputs
         handle.outputs = handle.outputs or signature.outputs
         handle.predict = self._executor.bind(runtime.predict)
+        batching = source.config.batching
+        if batching is not None:
+            handle.batcher = AdaptiveBatcher(
+                handle.predict,
+                BatchingPolicy(
+                    max_batch_size=batching.max_batch_size,
+                    max_batch_delay_ms=batching.max_batch_delay_ms,
+                    preferred_batch_sizes=tuple(batching.preferred_batch_sizes),
+                    max_queue_size=batching.max_queue_size,
+                    timeout_ms=batching.timeout_ms,
+                    concurrency=max(source.config.instances, 1),
+                ),
+                model=handle.name,
+                on_batch=self._metrics.batch_size.labels(handle.name, handle.version).observe,
+            )
+            handle.predict = handle.batcher.predict
         handle.load_seconds = time.perf_counter() - started
         self._metrics.load_seconds.labels(handle.name, handle.version).set(handle.load_seconds)
         self._set_state(handle, ModelState.READY)
@@ -102,6 +119,9 @@ class ModelLoader:
 
     async def unload_all(self) -> None:
         for handle in list(self._registry):
+            if handle.batcher is not None:
+                await handle.batcher.stop()
+                handle.batcher = None
             if handle.runtime is not None:
                 try:
                     await self._executor.run(handle.runtime.unload)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from servekit.core.batching import AdaptiveBatcher
 from servekit.core.executor import AsyncCallable
 from servekit.core.lifecycle import ModelState
 from servekit.errors import ModelNotFound
@@ -26,6 +27,7 @@ class ModelHandle:
     error: str | None = None
     runtime: Runtime | None = None
     predict: AsyncCallable | None = None
+    batcher: AdaptiveBatcher | None = None
     lineage: dict[str, Any] = field(default_factory=dict)
     load_seconds: float | None = None
 

@@ -25,6 +25,7 @@ LATENCY_BUCKETS = (
     5,
     10,
 )
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 UNKNOWN_MODEL = "_unknown"
 """Label for requests naming a model that does not exist (keeps cardinality bounded)."""
 
@@ -64,6 +65,14 @@ class Metrics:
             "servekit_model_state",
             "1 for the state a model version is in, 0 for the others.",
             ["model", "version", "state"],
+            registry=r,
+        )
+
+        self.batch_size = Histogram(
+            "servekit_batch_size",
+            "Rows per batch sent to a model by the adaptive batcher.",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
             registry=r,
         )
 

@@ -43,6 +43,31 @@ class TensorConfig(BaseModel):
         return TensorSpec(self.name, self.datatype, tuple(self.shape))
 
 
+class BatchingConfig(BaseModel):
+    """Adaptive batching (Triton's dynamic batcher semantics)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(gt=0, description="Most rows one batch may hold.")
+    max_batch_delay_ms: float = Field(
+        default=0.0, ge=0, description="Longest the oldest request waits for others."
+    )
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=list, description="Sizes sent as soon as they can be formed."
+    )
+    max_queue_size: int = Field(default=1024, gt=0, description="More waiting requests get 503.")
+    timeout_ms: float | None = Field(
+        default=None, gt=0, description="Longest a request may wait in the queue (503 after)."
+    )
+
+    @field_validator("preferred_batch_sizes")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(v <= 0 for v in value):
+            raise ValueError("preferred batch sizes are positive integers")
+        return value
+
+
 class ModelConfig(BaseModel):
     """Everything ``model.yaml`` may say. Every field is optional."""
 
@@ -61,6 +86,12 @@ class ModelConfig(BaseModel):
     inputs: list[TensorConfig] | None = None
     outputs: list[TensorConfig] | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
+    batching: BatchingConfig | None = None
+    instances: int = Field(
+        default=0,
+        ge=0,
+        description="Worker processes running copies of the model (0: in the server process).",
+    )
     lineage: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("versions", mode="before")
