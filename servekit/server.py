@@ -62,6 +62,8 @@ class InferenceServer:
                 lifespan="off",
                 log_config=None,
                 access_log=False,
+                proxy_headers=False,  # nothing here reads the client address
+                server_header=False,
                 timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
             )
         )

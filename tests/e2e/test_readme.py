@@ -25,8 +25,16 @@ CUSTOM_MODEL = next(code for lang, code in BLOCKS if lang == "python" and "serve
 
 
 def with_ports(code: str, server) -> str:
+    """Point the examples at the test server (the CLI's default URL is port 8080)."""
+    lines = [
+        line + " --url http://localhost:8080"
+        if line.startswith("servekit predict") and "--url" not in line
+        else line
+        for line in code.splitlines()
+    ]
     return (
-        code.replace("localhost:8080", f"127.0.0.1:{server.http_port}")
+        "\n".join(lines)
+        .replace("localhost:8080", f"127.0.0.1:{server.http_port}")
         .replace("127.0.0.1:8080", f"127.0.0.1:{server.http_port}")
         .replace("localhost:8081", server.grpc_target)
     )

@@ -17,6 +17,7 @@ from servekit.errors import ServekitError
 from servekit.observe.metrics import Metrics
 from servekit.settings import Settings
 from servekit.transports.http import v1, v2
+from servekit.transports.http.asgi import InferenceASGI
 from servekit.transports.http.errors import (
     http_exception_handler,
     servekit_error_handler,
@@ -44,7 +45,10 @@ async def docs(request: Request) -> Response:
     return HTMLResponse(page)
 
 
-def create_app(dataplane: DataPlane, metrics_registry: Metrics, settings: Settings) -> Starlette:
+def create_app(
+    dataplane: DataPlane, metrics_registry: Metrics, settings: Settings
+) -> InferenceASGI:
+    """Inference POSTs on the short path, the rest through Starlette."""
     app = Starlette(
         routes=[
             *v2.routes,
@@ -62,4 +66,4 @@ def create_app(dataplane: DataPlane, metrics_registry: Metrics, settings: Settin
     app.state.dataplane = dataplane
     app.state.metrics = metrics_registry
     app.state.settings = settings
-    return app
+    return InferenceASGI(app, dataplane, settings.max_request_bytes)

@@ -1,29 +1,38 @@
-"""Read a request body without ever holding more than the configured limit."""
+"""Read a request body from ASGI ``receive`` without ever holding more than the limit."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from servekit.errors import InvalidInput, PayloadTooLarge
+from servekit.errors import InvalidInput, PayloadTooLarge, Unavailable
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
+async def read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes:
+    if content_length is not None:
         try:
-            declared_length = int(declared)
+            declared = int(content_length)
         except ValueError:
-            raise InvalidInput(f"Content-Length must be an integer, got {declared!r}") from None
-        if declared_length > limit:
+            shown = content_length.decode(errors="replace")
+            raise InvalidInput(f"Content-Length must be an integer, got {shown!r}") from None
+        if declared > limit:
             raise PayloadTooLarge(
-                f"request body of {declared_length} bytes exceeds the limit of {limit} bytes"
+                f"request body of {declared} bytes exceeds the limit of {limit} bytes"
             )
-        return await request.body()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Unavailable("client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -17,9 +17,8 @@ from starlette.routing import Route
 
 from servekit.core.dataplane import DataPlane
 from servekit.errors import InvalidInput
-from servekit.transports.http.body import read_body
-from servekit.transports.http.codecs import loads
-from servekit.transports.http.v2 import json_response
+from servekit.transports.http.codecs import JSON_CONTENT_TYPE, dumps, loads
+from servekit.transports.http.v2 import json_response, request_id
 from servekit.types.inference import InferenceRequest, RequestContext, RequestedOutput
 from servekit.types.metadata import TensorSpec
 from servekit.types.tensors import Tensor, datatype_of, to_json_data
@@ -101,11 +100,14 @@ def _to_request(document: Any, declared: list[TensorSpec]) -> tuple[InferenceReq
     return InferenceRequest(inputs=tensors), row_format
 
 
-async def predict(request: Request) -> Response:
-    dataplane = _dataplane(request)
-    name = request.path_params["name"]
-    version = request.path_params.get("version")
-    body = await read_body(request, request.app.state.settings.max_request_bytes)
+async def predict(
+    dataplane: DataPlane,
+    name: str,
+    version: str | None,
+    body: bytes,
+    headers: dict[bytes, bytes],
+) -> tuple[bytes, dict[str, str]]:
+    """POST /v1/models/{name}[/versions/{version}]:predict (routed by ``asgi.InferenceASGI``)."""
     row_format = True
 
     def decode() -> InferenceRequest:
@@ -116,13 +118,14 @@ async def predict(request: Request) -> Response:
             decoded.outputs = [RequestedOutput(handle.outputs[0].name)]
         return decoded
 
-    context = RequestContext(PROTOCOL, request.headers.get("x-request-id"))
+    context = RequestContext(PROTOCOL, request_id(headers))
     response = await dataplane.infer(name, version, decode, context)
     values = {o.name: _nested(o) for o in response.outputs}
     if row_format:
-        return json_response({"predictions": next(iter(values.values()), [])})
-    single = len(values) == 1
-    return json_response({"outputs": next(iter(values.values())) if single else values})
+        document: dict[str, Any] = {"predictions": next(iter(values.values()), [])}
+    else:
+        document = {"outputs": next(iter(values.values())) if len(values) == 1 else values}
+    return dumps(document), {"content-type": JSON_CONTENT_TYPE}
 
 
 def _nested(tensor: Tensor) -> Any:
@@ -136,6 +139,4 @@ routes = [
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{name}", model_status, methods=["GET"]),
     Route("/v1/models/{name}/versions/{version}", model_status, methods=["GET"]),
-    Route("/v1/models/{name}:predict", predict, methods=["POST"]),
-    Route("/v1/models/{name}/versions/{version}:predict", predict, methods=["POST"]),
 ]

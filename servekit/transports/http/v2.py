@@ -7,7 +7,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from servekit.core.dataplane import DataPlane
-from servekit.transports.http.body import read_body
 from servekit.transports.http.codecs import (
     HEADER_LENGTH,
     JSON_CONTENT_TYPE,
@@ -15,7 +14,7 @@ from servekit.transports.http.codecs import (
     dumps,
     encode_infer_response,
 )
-from servekit.types.inference import RequestContext
+from servekit.types.inference import InferenceRequest, RequestContext
 
 PROTOCOL = "rest-v2"
 
@@ -57,21 +56,30 @@ async def model_metadata(request: Request) -> Response:
     return json_response(metadata.to_dict())
 
 
-async def infer(request: Request) -> Response:
-    body = await read_body(request, request.app.state.settings.max_request_bytes)
-    header_length = request.headers.get(HEADER_LENGTH)
-    decoded = []
+def request_id(headers: dict[bytes, bytes]) -> str | None:
+    value = headers.get(b"x-request-id")
+    return value.decode(errors="replace") if value is not None else None
 
-    def decode():
+
+async def infer(
+    dataplane: DataPlane,
+    name: str,
+    version: str | None,
+    body: bytes,
+    headers: dict[bytes, bytes],
+) -> tuple[bytes, dict[str, str]]:
+    """POST /v2/models/{name}[/versions/{version}]/infer (routed by ``asgi.InferenceASGI``)."""
+    raw_length = headers.get(HEADER_LENGTH.encode())
+    header_length = raw_length.decode(errors="replace") if raw_length is not None else None
+    decoded: list[InferenceRequest] = []
+
+    def decode() -> InferenceRequest:
         decoded.append(decode_infer_request(body, header_length))
         return decoded[0]
 
-    context = RequestContext(PROTOCOL, request.headers.get("x-request-id"))
-    response = await _dataplane(request).infer(
-        request.path_params["name"], _version(request), decode, context
-    )
-    content, headers = encode_infer_response(response, decoded[0].parameters)
-    return Response(content, headers=headers)
+    context = RequestContext(PROTOCOL, request_id(headers))
+    response = await dataplane.infer(name, version, decode, context)
+    return encode_infer_response(response, decoded[0].parameters)
 
 
 MODEL = "/v2/models/{name}"
@@ -85,6 +93,4 @@ routes = [
     Route(VERSION, model_metadata, methods=["GET"]),
     Route(MODEL + "/ready", model_ready, methods=["GET"]),
     Route(VERSION + "/ready", model_ready, methods=["GET"]),
-    Route(MODEL + "/infer", infer, methods=["POST"]),
-    Route(VERSION + "/infer", infer, methods=["POST"]),
 ]

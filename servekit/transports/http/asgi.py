@@ -1,0 +1,107 @@
+"""The ASGI entry point. Inference POSTs take a short path straight to their handler; every
+other route goes through the Starlette application.
+
+Why: inference is the one call whose overhead users pay thousands of times a second, and a
+general router, request/response objects and middleware layers cost more per request than
+decoding the body. Everything else (metadata, health, metrics, docs) is rare and keeps the
+convenience of Starlette.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from servekit.core.dataplane import DataPlane
+from servekit.errors import ServekitError
+from servekit.transports.http import v1, v2
+from servekit.transports.http.body import read_body
+from servekit.transports.http.codecs import JSON_CONTENT_TYPE, dumps
+
+logger = logging.getLogger("servekit.http")
+
+ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+Handler = Callable[..., Awaitable[tuple[bytes, dict[str, str]]]]
+
+_WANTED_HEADERS = frozenset(
+    {b"content-length", b"inference-header-content-length", b"x-request-id"}
+)
+INFER_ROUTES = (
+    "/v2/models/{name}/infer",
+    "/v2/models/{name}/versions/{version}/infer",
+    "/v1/models/{name}:predict",
+    "/v1/models/{name}/versions/{version}:predict",
+)
+
+
+def match_inference_path(path: str) -> tuple[Handler, str, str | None] | None:
+    """(handler, model name, version) for an inference path, else None."""
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        parts = path[len("/v2/models/") : -len("/infer")].split("/")
+        handler: Handler = v2.infer
+    elif path.startswith("/v1/models/") and path.endswith(":predict"):
+        parts = path[len("/v1/models/") : -len(":predict")].split("/")
+        handler = v1.predict
+    else:
+        return None
+    if len(parts) == 1 and parts[0]:
+        return handler, parts[0], None
+    if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
+        return handler, parts[0], parts[2]
+    return None
+
+
+class InferenceASGI:
+    def __init__(self, fallback: ASGIApp, dataplane: DataPlane, max_request_bytes: int) -> None:
+        self._fallback = fallback
+        self._dataplane = dataplane
+        self._limit = max_request_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        target = match_inference_path(scope["path"]) if scope["type"] == "http" else None
+        if target is None:
+            await self._fallback(scope, receive, send)
+        elif scope["method"] == "POST":
+            await self._infer(scope, receive, send, *target)
+        else:
+            await _respond(
+                send, 405, _error("method not allowed; use POST"), {**_JSON, "allow": "POST"}
+            )
+
+    async def _infer(
+        self,
+        scope: dict,
+        receive: Callable,
+        send: Callable,
+        handler: Handler,
+        name: str,
+        version: str | None,
+    ) -> None:
+        headers = {k: v for k, v in scope["headers"] if k in _WANTED_HEADERS}
+        status = 200
+        try:
+            body = await read_body(receive, headers.get(b"content-length"), self._limit)
+            content, extra = await handler(self._dataplane, name, version, body, headers)
+        except ServekitError as exc:
+            status, content, extra = exc.code.http_status, _error(exc.message), _JSON
+        except Exception:  # noqa: BLE001 - never a traceback to the client
+            logger.exception("unhandled error on POST %s", scope["path"])
+            status, content, extra = 500, _error("internal server error"), _JSON
+        await _respond(send, status, content, extra)
+
+
+async def _respond(send: Callable, status: int, content: bytes, headers: dict[str, str]) -> None:
+    raw = [(b"content-length", str(len(content)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": content})
+
+
+_JSON = {"content-type": JSON_CONTENT_TYPE}
+
+
+def _error(message: str) -> bytes:
+    return dumps({"error": message})
+
+
+__all__ = ["INFER_ROUTES", "InferenceASGI", "match_inference_path"]
