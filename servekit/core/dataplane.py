@@ -110,7 +110,7 @@ class DataPlane:
                 raise ModelNotReady(handle.name, handle.version, handle.state.value)
             inputs = validate_inputs(handle.name, handle.inputs, request.inputs)
             wanted = check_requested_outputs(handle.name, handle.outputs, request.outputs)
-            in_flight = self._metrics.in_flight.labels(handle.name)
+            in_flight = self._metrics.in_flight_for(handle.name)
             in_flight.inc()
             try:
                 produced = await handle.predict(inputs, wanted, request.parameters)

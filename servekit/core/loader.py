@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 
 from servekit.core.batching import AdaptiveBatcher, BatchingPolicy
-from servekit.core.executor import Executor
+from servekit.core.executor import INLINE_BUDGET_SECONDS, AsyncCallable, Executor
 from servekit.core.lifecycle import ModelState
 from servekit.core.registry import ModelHandle, ModelRegistry
+from servekit.core.warmup import sample_inputs
 from servekit.observe.metrics import Metrics
 from servekit.repository.local import ModelSource, VersionSource
-from servekit.runtimes import ModelSpec, resolve_runtime
+from servekit.runtimes import ModelSpec, Runtime, resolve_runtime
 
 logger = logging.getLogger("servekit.loader")
 
@@ -89,7 +91,7 @@ class ModelLoader:
         handle.platform = source.config.platform or runtime_cls.platform
         handle.inputs = handle.inputs or signature.inputs
         handle.outputs = handle.outputs or signature.outputs
-        handle.predict = self._executor.bind(runtime.predict)
+        handle.predict = await self._bind_predict(handle, runtime, source.config.execution)
         batching = source.config.batching
         if batching is not None:
             handle.batcher = AdaptiveBatcher(
@@ -116,6 +118,38 @@ class ModelLoader:
             handle.platform,
             handle.load_seconds,
         )
+
+    async def _bind_predict(
+        self, handle: ModelHandle, runtime: Runtime, mode: str
+    ) -> AsyncCallable:
+        """Decide once where predict runs; 'auto' times a warm-up call built from the signature.
+
+        The warm-up also pays for lazy initialisation before the first user request does.
+        """
+        predict = runtime.predict
+        if inspect.iscoroutinefunction(predict) or mode == "threads":
+            return self._executor.bind(predict)
+        if mode == "event_loop":
+            return Executor.inline(predict)
+        sample = sample_inputs(handle.inputs)
+        if sample is None:
+            return self._executor.bind(predict)
+        threaded = self._executor.bind(predict)
+        timings = []
+        try:
+            for _ in range(3):
+                started = time.perf_counter()
+                await threaded(sample, None, {})
+                timings.append(time.perf_counter() - started)
+        except Exception:  # noqa: BLE001 - a model may refuse zeros; then stay on threads
+            logger.debug("warm-up of %s failed; predict runs in threads", handle.name)
+            return threaded
+        if min(timings) < INLINE_BUDGET_SECONDS:
+            logger.debug(
+                "%s predict runs on the event loop (%.0f us)", handle.name, min(timings) * 1e6
+            )
+            return Executor.inline(predict)
+        return threaded
 
     async def unload_all(self) -> None:
         for handle in list(self._registry):

@@ -68,6 +68,8 @@ class Metrics:
             registry=r,
         )
 
+        self._children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
+        self._in_flight: dict[str, Gauge] = {}
         self.batch_size = Histogram(
             "servekit_batch_size",
             "Rows per batch sent to a model by the adaptive batcher.",
@@ -79,8 +81,23 @@ class Metrics:
     def observe_request(
         self, model: str, version: str, protocol: str, status: str, seconds: float
     ) -> None:
-        self.requests.labels(model, version, protocol, status).inc()
-        self.latency.labels(model, version, protocol).observe(seconds)
+        # Label lookups cost microseconds each; the children are cached per label set.
+        key = (model, version, protocol, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(model, version, protocol, status),
+                self.latency.labels(model, version, protocol),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def in_flight_for(self, model: str) -> Gauge:
+        gauge = self._in_flight.get(model)
+        if gauge is None:
+            gauge = self._in_flight[model] = self.in_flight.labels(model)
+        return gauge
 
     def set_state(self, model: str, version: str, state: ModelState) -> None:
         for candidate in ModelState:

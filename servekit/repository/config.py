@@ -6,7 +6,7 @@ Parsed once when the repository is read (pydantic is fine here: it is not on the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -87,6 +87,12 @@ class ModelConfig(BaseModel):
     outputs: list[TensorConfig] | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     batching: BatchingConfig | None = None
+    execution: Literal["auto", "event_loop", "threads"] = Field(
+        default="auto",
+        description="Where synchronous predict code runs: 'threads' (a bounded pool), "
+        "'event_loop' (inline, for calls of a few hundred microseconds), or 'auto' (inline when "
+        "a warm-up call from the signature takes under 2 ms, else threads).",
+    )
     instances: int = Field(
         default=0,
         ge=0,

@@ -1,0 +1,96 @@
+"""Loading: where predict runs is decided once (event loop or threads), failures stay with
+their model, batching wraps the bound predict."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from servekit.core.executor import Executor
+from servekit.core.loader import ModelLoader
+from servekit.core.registry import ModelRegistry
+from servekit.observe.metrics import Metrics
+from servekit.repository.local import scan_repository
+
+THREAD_MODEL = textwrap.dedent(
+    """
+    import threading
+    import time
+
+    import numpy as np
+    import servekit
+
+
+    class WhereAmI(servekit.Model):
+        inputs = [servekit.TensorSpec("x", "FP64", (-1, 2))]
+        outputs = [servekit.TensorSpec("thread", "BYTES", (-1,))]
+
+        def predict(self, inputs):
+            time.sleep(self.parameters.get("sleep", 0))
+            name = threading.current_thread().name
+            return {"thread": np.array([name] * len(inputs["x"]), dtype=object)}
+    """
+)
+
+
+def add_model(repo: Path, name: str, yaml: str = "") -> None:
+    (repo / name).mkdir(parents=True)
+    (repo / name / "model.py").write_text(THREAD_MODEL)
+    (repo / name / "model.yaml").write_text(yaml)
+
+
+def where_predict_runs(repo: Path) -> dict[str, str]:
+    async def main() -> dict[str, str]:
+        registry, executor = ModelRegistry(), Executor(2)
+        await ModelLoader(registry, executor, Metrics()).load_all(scan_repository(repo))
+        found = {}
+        for handle in registry:
+            assert handle.ready, handle.error
+            result = await handle.predict({"x": np.zeros((1, 2))}, None, {})
+            found[handle.name] = str(result["thread"][0])
+        executor.shutdown()
+        return found
+
+    return asyncio.run(main())
+
+
+def test_fast_sync_models_run_on_the_loop_and_slow_ones_in_threads(tmp_path: Path) -> None:
+    add_model(tmp_path, "fast")
+    add_model(tmp_path, "slow", "parameters: {sleep: 0.01}\n")
+    add_model(tmp_path, "forced", "execution: threads\n")
+    add_model(tmp_path, "inline", "execution: event_loop\nparameters: {sleep: 0.01}\n")
+    threads = where_predict_runs(tmp_path)
+    assert threads["fast"] == "MainThread"
+    assert threads["slow"].startswith("servekit-model")
+    assert threads["forced"].startswith("servekit-model")
+    assert threads["inline"] == "MainThread"
+
+
+def test_models_without_a_usable_signature_stay_in_threads(tmp_path: Path) -> None:
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open" / "model.py").write_text(
+        THREAD_MODEL.replace(
+            'TensorSpec("x", "FP64", (-1, 2))', 'TensorSpec("x", "FP64", (-1, -1))'
+        )
+    )
+    assert where_predict_runs(tmp_path)["open"].startswith("servekit-model")
+
+
+def test_batching_wraps_the_bound_predict(tmp_path: Path) -> None:
+    add_model(tmp_path, "batched", "batching: {max_batch_size: 4, max_batch_delay_ms: 1}\n")
+
+    async def main() -> None:
+        registry, executor = ModelRegistry(), Executor(2)
+        await ModelLoader(registry, executor, Metrics()).load_all(scan_repository(tmp_path))
+        handle = registry.get("batched")
+        assert handle.batcher is not None and handle.predict == handle.batcher.predict
+        results = await asyncio.gather(
+            *(handle.predict({"x": np.zeros((1, 2))}, None, {}) for _ in range(6))
+        )
+        assert all(r["thread"].shape == (1,) for r in results)
+        executor.shutdown()
+
+    asyncio.run(main())
