@@ -27,6 +27,7 @@ class ModelLoader:
     def _set_state(self, handle: ModelHandle, state: ModelState, error: str | None = None) -> None:
         handle.state = state
         handle.error = error
+        self._registry.refresh(handle.name)
         self._metrics.set_state(handle.name, handle.version, state)
 
     def register(self, sources: list[ModelSource]) -> list[ModelHandle]:

@@ -44,9 +44,15 @@ def version_key(version: str) -> tuple[int, int | str]:
 class ModelRegistry:
     def __init__(self) -> None:
         self._models: dict[str, dict[str, ModelHandle]] = {}
+        self._defaults: dict[str, ModelHandle] = {}
 
     def add(self, handle: ModelHandle) -> None:
         self._models.setdefault(handle.name, {})[handle.version] = handle
+        self.refresh(handle.name)
+
+    def refresh(self, name: str) -> None:
+        """Forget the cached default version of ``name``; call after any state change."""
+        self._defaults.pop(name, None)
 
     def get(self, name: str, version: str | None = None) -> ModelHandle:
         versions = self._models.get(name)
@@ -57,7 +63,10 @@ class ModelRegistry:
                 return versions[version]
             except KeyError:
                 raise ModelNotFound(name, version) from None
-        return self._default(versions)
+        default = self._defaults.get(name)
+        if default is None:
+            default = self._defaults[name] = self._default(versions)
+        return default
 
     @staticmethod
     def _default(versions: dict[str, ModelHandle]) -> ModelHandle:

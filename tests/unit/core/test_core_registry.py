@@ -125,3 +125,18 @@ def test_handle_defaults():
     assert handle.state is LOADING and not handle.ready
     assert handle.inputs == [] and handle.outputs == [] and handle.lineage == {}
     assert handle.error is None and handle.runtime is None and handle.predict is None
+
+
+def test_default_version_cache_follows_state_changes():
+    from servekit.core.lifecycle import ModelState
+    from servekit.core.registry import ModelHandle, ModelRegistry
+
+    registry = ModelRegistry()
+    registry.add(ModelHandle("m", "1", "p", state=ModelState.READY))
+    assert registry.get("m").version == "1"
+    newer = ModelHandle("m", "2", "p", state=ModelState.LOADING)
+    registry.add(newer)
+    assert registry.get("m").version == "1"  # a loading version takes no traffic
+    newer.state = ModelState.READY
+    registry.refresh("m")
+    assert registry.get("m").version == "2"
