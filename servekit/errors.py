@@ -6,6 +6,7 @@ transports map errors from the same table and can never disagree.
 
     ServekitError
     ├── InvalidInput          400 / INVALID_ARGUMENT   malformed body, datatype, shape
+    ├── Unauthenticated       401 / UNAUTHENTICATED    control API without the admin token
     ├── NotFound              404 / NOT_FOUND
     │   └── ModelNotFound
     ├── PayloadTooLarge       413 / RESOURCE_EXHAUSTED
@@ -24,6 +25,7 @@ class ErrorCode(Enum):
     """(HTTP status, gRPC status name). The gRPC name is a ``grpc.StatusCode`` member name."""
 
     INVALID_ARGUMENT = (400, "INVALID_ARGUMENT")
+    UNAUTHENTICATED = (401, "UNAUTHENTICATED")
     NOT_FOUND = (404, "NOT_FOUND")
     PAYLOAD_TOO_LARGE = (413, "RESOURCE_EXHAUSTED")
     UNSUPPORTED_MEDIA_TYPE = (415, "INVALID_ARGUMENT")
@@ -56,6 +58,12 @@ class InvalidInput(ServekitError):
     """The client sent something we cannot run: bad JSON, datatype, shape or name."""
 
     code = ErrorCode.INVALID_ARGUMENT
+
+
+class Unauthenticated(ServekitError):
+    """A management call without the admin token."""
+
+    code = ErrorCode.UNAUTHENTICATED
 
 
 class NotFound(ServekitError):

@@ -14,6 +14,7 @@ import uvicorn
 from servekit.core.dataplane import DataPlane
 from servekit.core.executor import Executor
 from servekit.core.loader import ModelLoader
+from servekit.core.manager import ManagerPolicy, ModelManager
 from servekit.core.registry import ModelRegistry
 from servekit.errors import ConfigError
 from servekit.observe.metrics import Metrics
@@ -40,17 +41,35 @@ class InferenceServer:
         self.metrics = Metrics()
         self.registry = ModelRegistry()
         self.executor = Executor(settings.inference_threads)
-        self.dataplane = DataPlane(
-            self.registry, self.metrics, strict_readiness=settings.strict_readiness
-        )
         self.loader = ModelLoader(self.registry, self.executor, self.metrics)
+        self.manager = ModelManager(
+            Path(settings.model_repository),
+            self.registry,
+            self.loader,
+            self.metrics,
+            ManagerPolicy(
+                explicit=settings.model_control == "explicit",
+                poll_seconds=settings.repository_poll_seconds,
+                drain_seconds=settings.drain_seconds,
+                preserve_resources=settings.reload_policy == "resources",
+                cold_start_timeout=settings.cold_start_timeout_seconds,
+            ),
+        )
+        token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        self.dataplane = DataPlane(
+            self.registry,
+            self.metrics,
+            strict_readiness=settings.strict_readiness,
+            manager=self.manager if settings.management_api else None,
+            admin_token=token,
+        )
         self._stop = asyncio.Event()
         self.http_port: int | None = None
         self.grpc_port: int | None = None
 
     async def serve(self) -> None:
         settings = self.settings
-        sources = scan_repository(Path(settings.model_repository or ""))
+        scan_repository(Path(settings.model_repository or ""))  # fail fast on a bad path
         app = create_app(self.dataplane, self.metrics, settings)
         http = _UvicornServer(
             uvicorn.Config(
@@ -84,7 +103,7 @@ class InferenceServer:
         logger.info("REST on http://%s:%s", settings.host, self.http_port)
         if grpc_server is not None:
             logger.info("gRPC on %s:%s", settings.host, self.grpc_port)
-        await self.loader.load_all(sources)
+        await self.manager.start()
         self.dataplane.loading_complete = True
         logger.info(
             "serving %d model versions (%d ready)",
@@ -97,7 +116,7 @@ class InferenceServer:
         if grpc_server is not None:
             await grpc_server.stop(settings.graceful_shutdown_seconds)
         await http_task
-        await self.loader.unload_all()
+        await self.manager.stop()
         self.executor.shutdown()
 
     def stop(self) -> None:

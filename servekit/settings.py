@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -48,6 +48,36 @@ class Settings(BaseSettings):
         default=True,
         description="Server readiness requires every model to be ready (the V2 protocol's "
         "definition); set false to be ready once loading finished, failed models aside.",
+    )
+    model_control: Literal["auto", "explicit"] = Field(
+        default="auto",
+        description="'auto' serves every model in the repository; 'explicit' only those loaded "
+        "through the control API (POST /v2/repository/models/NAME/load).",
+    )
+    repository_poll_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="Re-read the repository this often and apply changes "
+        "without a restart (0: only on demand, through the control API).",
+    )
+    reload_policy: Literal["availability", "resources"] = Field(
+        default="availability",
+        description="'availability' loads a new version before the old one is unloaded (no "
+        "failed request); 'resources' unloads first (less memory, brief 503s).",
+    )
+    drain_seconds: float = Field(
+        default=30.0, ge=0, description="How long a retired version may finish its requests."
+    )
+    cold_start_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="How long a request waits for a scaled-to-zero model."
+    )
+    management_api: bool = Field(
+        default=True, description="Serve the model control API (load, unload, index)."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="When set, the control API requires 'Authorization: Bearer "
+        "<token>' (REST) or an 'authorization' metadata entry (gRPC).",
     )
     graceful_shutdown_seconds: float = Field(
         default=10.0, ge=0, description="How long in-flight requests may finish on shutdown."

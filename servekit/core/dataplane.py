@@ -6,12 +6,15 @@ here, once, whatever the protocol.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
 from collections.abc import Callable
 
 from servekit import __version__
+from servekit.core.lifecycle import ModelState
+from servekit.core.manager import ModelManager
 from servekit.core.registry import ModelHandle, ModelRegistry
 from servekit.core.validation import build_outputs, check_requested_outputs, validate_inputs
 from servekit.errors import (
@@ -19,6 +22,8 @@ from servekit.errors import (
     ModelNotFound,
     ModelNotReady,
     ServekitError,
+    Unauthenticated,
+    Unavailable,
 )
 from servekit.observe.metrics import UNKNOWN_MODEL, Metrics
 from servekit.types.inference import InferenceRequest, InferenceResponse, RequestContext
@@ -28,7 +33,7 @@ logger = logging.getLogger("servekit.dataplane")
 request_logger = logging.getLogger("servekit.requests")
 
 SERVER_NAME = "servekit"
-EXTENSIONS = ("binary_tensor_data", "parameters", "model_lineage")
+EXTENSIONS = ("binary_tensor_data", "parameters", "model_lineage", "model_repository")
 
 RequestSource = InferenceRequest | Callable[[], InferenceRequest]
 """A request, or a function that decodes one: decoding errors are then counted and logged
@@ -37,10 +42,18 @@ with the model they were meant for."""
 
 class DataPlane:
     def __init__(
-        self, registry: ModelRegistry, metrics: Metrics, *, strict_readiness: bool = True
+        self,
+        registry: ModelRegistry,
+        metrics: Metrics,
+        *,
+        strict_readiness: bool = True,
+        manager: ModelManager | None = None,
+        admin_token: str | None = None,
     ) -> None:
         self._registry = registry
         self._metrics = metrics
+        self._manager = manager
+        self._admin_token = admin_token
         self._strict_readiness = strict_readiness
         self.loading_complete = False
         self.metadata = ServerMetadata(SERVER_NAME, __version__, EXTENSIONS)
@@ -89,6 +102,25 @@ class DataPlane:
     def models(self) -> list[ModelHandle]:
         return list(self._registry)
 
+    # -- model control (the repository extension) --------------------------------------------
+
+    def _authorize(self, token: str | None) -> ModelManager:
+        if self._admin_token and not hmac.compare_digest(token or "", self._admin_token):
+            raise Unauthenticated("the model control API needs the admin token")
+        if self._manager is None:
+            raise Unavailable("model control is not available on this server")
+        return self._manager
+
+    def repository_index(self, token: str | None, ready_only: bool = False) -> list[dict]:
+        rows = self._authorize(token).index()
+        return [r for r in rows if r["state"] == "READY"] if ready_only else rows
+
+    async def load_model(self, name: str, token: str | None) -> None:
+        await self._authorize(token).load_model(name)
+
+    async def unload_model(self, name: str, token: str | None) -> None:
+        await self._authorize(token).unload_model(name)
+
     # -- inference ---------------------------------------------------------------------------
 
     async def infer(
@@ -106,14 +138,21 @@ class DataPlane:
             model_label, version_label = handle.name, handle.version
             if callable(request):
                 request = request()
-            if not handle.ready or handle.predict is None:
-                raise ModelNotReady(handle.name, handle.version, handle.state.value)
+            if not handle.ready:
+                if handle.activator is None or handle.state is not ModelState.UNLOADED:
+                    raise ModelNotReady(handle.name, handle.version, handle.state.value)
+                await handle.activator(handle)  # scaled to zero: load it, bounded wait
             inputs = validate_inputs(handle.name, handle.inputs, request.inputs)
             wanted = check_requested_outputs(handle.name, handle.outputs, request.outputs)
+            predict = handle.predict
+            if predict is None:
+                raise ModelNotReady(handle.name, handle.version, handle.state.value)
             in_flight = self._metrics.in_flight_for(handle.name)
             in_flight.inc()
+            handle.in_flight += 1
+            handle.last_used = time.monotonic()
             try:
-                produced = await handle.predict(inputs, wanted, request.parameters)
+                produced = await predict(inputs, wanted, request.parameters)
             except ServekitError:
                 raise
             except Exception as exc:
@@ -122,6 +161,8 @@ class DataPlane:
                     f"model '{handle.name}' version '{handle.version}' failed: "
                     f"{type(exc).__name__} (details in the server log)"
                 ) from exc
+            finally:
+                handle.in_flight -= 1
             outputs = build_outputs(handle.name, handle.outputs, produced, request.outputs)
             return InferenceResponse(
                 model_name=handle.name,

@@ -1,4 +1,4 @@
-"""Model version states. Later issues add WARMING and DRAINING between these."""
+"""Model version states: LOADING -> READY -> DRAINING -> UNLOADED, or FAILED."""
 
 from __future__ import annotations
 
@@ -9,4 +9,6 @@ class ModelState(StrEnum):
     LOADING = "LOADING"
     READY = "READY"
     FAILED = "FAILED"
+    DRAINING = "DRAINING"
+    """Takes no new requests; finishing the ones it has before it is unloaded."""
     UNLOADED = "UNLOADED"

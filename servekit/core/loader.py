@@ -12,6 +12,7 @@ from servekit.core.lifecycle import ModelState
 from servekit.core.registry import ModelHandle, ModelRegistry
 from servekit.core.warmup import sample_inputs
 from servekit.observe.metrics import Metrics
+from servekit.repository.integrity import verify_artifacts
 from servekit.repository.local import ModelSource, VersionSource
 from servekit.runtimes import ModelSpec, Runtime, resolve_runtime
 
@@ -24,52 +25,72 @@ class ModelLoader:
         self._executor = executor
         self._metrics = metrics
 
-    def _set_state(self, handle: ModelHandle, state: ModelState, error: str | None = None) -> None:
+    def set_state(self, handle: ModelHandle, state: ModelState, error: str | None = None) -> None:
         handle.state = state
         handle.error = error
         self._registry.refresh(handle.name)
         self._metrics.set_state(handle.name, handle.version, state)
 
-    def register(self, sources: list[ModelSource]) -> list[ModelHandle]:
-        """Add every version as LOADING (or FAILED when the repository already says why)."""
-        handles = []
-        for source in sources:
-            versions = source.versions or [VersionSource("1", source.config.format, None)]
-            for version in versions:
-                declared_in = [t.to_spec() for t in source.config.inputs or []]
-                declared_out = [t.to_spec() for t in source.config.outputs or []]
-                handle = ModelHandle(
-                    name=source.name,
-                    version=version.version,
-                    platform=source.config.platform or version.format or "unknown",
-                    inputs=declared_in,
-                    outputs=declared_out,
-                    lineage=dict(source.config.lineage),
-                )
-                self._registry.add(handle)
-                error = source.error or version.error
-                if error is None and not source.versions:
-                    error = f"{source.path}: no versions to serve"
-                if error:
-                    self._set_state(handle, ModelState.FAILED, error)
-                    logger.error(
-                        "model %s version %s cannot load: %s", handle.name, handle.version, error
-                    )
-                else:
-                    self._set_state(handle, ModelState.LOADING)
-                    handles.append(handle)
-        return handles
+    def new_handle(self, source: ModelSource, version: VersionSource) -> ModelHandle:
+        """A LOADING handle, or FAILED when the repository already says why it cannot load."""
+        handle = ModelHandle(
+            name=source.name,
+            version=version.version,
+            platform=source.config.platform or version.format or "unknown",
+            inputs=[t.to_spec() for t in source.config.inputs or []],
+            outputs=[t.to_spec() for t in source.config.outputs or []],
+            lineage=dict(source.config.lineage),
+            fingerprint=version.fingerprint,
+        )
+        error = source.error or version.error
+        if error:
+            self.set_state(handle, ModelState.FAILED, error)
+            logger.error("model %s version %s cannot load: %s", handle.name, handle.version, error)
+        else:
+            self.set_state(handle, ModelState.LOADING)
+        return handle
 
     async def load_all(self, sources: list[ModelSource]) -> None:
-        by_key = {(s.name, v.version): (s, v) for s in sources for v in s.versions}
+        """Register and load every version in ``sources`` (used by tools; the server's
+        ModelManager applies version policies and reloads on top of ``load``)."""
         # One at a time: framework imports are not safe to run concurrently in threads
         # (two threads importing scikit-learn at once see a half-initialised module).
-        for handle in self.register(sources):
-            await self._load(handle, *by_key[(handle.name, handle.version)])
+        for source in sources:
+            versions = source.versions or [
+                VersionSource(
+                    "1", source.config.format, None, f"{source.path}: no versions to serve"
+                )
+            ]
+            for version in versions:
+                handle = self.new_handle(source, version)
+                self._registry.add(handle)
+                if handle.state is ModelState.LOADING:
+                    await self.load(handle, source, version)
+
+    async def load(self, handle: ModelHandle, source: ModelSource, version: VersionSource) -> None:
+        """Load ``handle``'s runtime: READY when it can serve, FAILED (with the reason) if not."""
+        self.set_state(handle, ModelState.LOADING)
+        await self._load(handle, source, version)
+
+    async def unload(self, handle: ModelHandle, state: ModelState = ModelState.UNLOADED) -> None:
+        """Stop the batcher and release the runtime; the handle stays usable for a reload."""
+        if handle.batcher is not None:
+            await handle.batcher.stop()
+            handle.batcher = None
+        runtime, handle.runtime, handle.predict = handle.runtime, None, None
+        if runtime is not None:
+            try:
+                await self._executor.run(runtime.unload)
+            except Exception:  # noqa: BLE001 - log and go on: the version is gone either way
+                logger.exception(
+                    "model %s version %s failed to unload", handle.name, handle.version
+                )
+        self.set_state(handle, state)
 
     async def _load(self, handle: ModelHandle, source: ModelSource, version: VersionSource) -> None:
         started = time.perf_counter()
         try:
+            verify_artifacts(version.directory or source.path, source.config.sha256)
             runtime_cls = resolve_runtime(version.format or "")
             runtime = runtime_cls(
                 ModelSpec(
@@ -85,7 +106,7 @@ class ModelLoader:
             signature = runtime.signature()
         except Exception as exc:  # noqa: BLE001 - any load failure belongs to this model only
             message = f"{type(exc).__name__}: {exc}"
-            self._set_state(handle, ModelState.FAILED, message)
+            self.set_state(handle, ModelState.FAILED, message)
             logger.exception("model %s version %s failed to load", handle.name, handle.version)
             return
         handle.runtime = runtime
@@ -111,7 +132,8 @@ class ModelLoader:
             handle.predict = handle.batcher.predict
         handle.load_seconds = time.perf_counter() - started
         self._metrics.load_seconds.labels(handle.name, handle.version).set(handle.load_seconds)
-        self._set_state(handle, ModelState.READY)
+        handle.loaded_at = time.monotonic()
+        self.set_state(handle, ModelState.READY)
         logger.info(
             "model %s version %s ready (%s, %.3fs)",
             handle.name,
@@ -154,16 +176,5 @@ class ModelLoader:
 
     async def unload_all(self) -> None:
         for handle in list(self._registry):
-            if handle.batcher is not None:
-                await handle.batcher.stop()
-                handle.batcher = None
-            if handle.runtime is not None:
-                try:
-                    await self._executor.run(handle.runtime.unload)
-                except Exception:  # noqa: BLE001 - shutting down: log and go on
-                    logger.exception(
-                        "model %s version %s failed to unload", handle.name, handle.version
-                    )
-                handle.runtime = None
-                handle.predict = None
-                self._set_state(handle, ModelState.UNLOADED)
+            if handle.runtime is not None or handle.batcher is not None:
+                await self.unload(handle)

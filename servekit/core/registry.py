@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,14 @@ class ModelHandle:
     batcher: AdaptiveBatcher | None = None
     lineage: dict[str, Any] = field(default_factory=dict)
     load_seconds: float | None = None
+    in_flight: int = 0
+    """Requests inside predict right now; a draining version is unloaded when it reaches 0."""
+    last_used: float = 0.0
+    activator: Callable[[ModelHandle], Awaitable[None]] | None = None
+    """Set for scale-to-zero models: loads the version again when a request finds it unloaded."""
+    loaded_at: float = 0.0
+    fingerprint: str = ""
+    """What the repository held when this version was loaded; a change means reload."""
 
     @property
     def ready(self) -> bool:
@@ -45,10 +53,33 @@ class ModelRegistry:
     def __init__(self) -> None:
         self._models: dict[str, dict[str, ModelHandle]] = {}
         self._defaults: dict[str, ModelHandle] = {}
+        self._labels: dict[str, dict[str, str]] = {}
+        self._default_version: dict[str, str] = {}
+
+    def route(self, name: str, labels: dict[str, str], default: str | None) -> None:
+        """Version labels (``stable`` -> ``"1"``) and the version for requests naming none."""
+        self._labels[name] = dict(labels)
+        if default:
+            self._default_version[name] = default
+        else:
+            self._default_version.pop(name, None)
+        self.refresh(name)
 
     def add(self, handle: ModelHandle) -> None:
         self._models.setdefault(handle.name, {})[handle.version] = handle
         self.refresh(handle.name)
+
+    def remove(self, handle: ModelHandle) -> None:
+        """Drop ``handle`` if it is still the one registered under its name and version."""
+        versions = self._models.get(handle.name, {})
+        if versions.get(handle.version) is handle:
+            del versions[handle.version]
+            if not versions:
+                del self._models[handle.name]
+        self.refresh(handle.name)
+
+    def handles(self, name: str) -> list[ModelHandle]:
+        return list(self._models.get(name, {}).values())
 
     def refresh(self, name: str) -> None:
         """Forget the cached default version of ``name``; call after any state change."""
@@ -58,7 +89,10 @@ class ModelRegistry:
         versions = self._models.get(name)
         if not versions:
             raise ModelNotFound(name)
+        if not version:
+            version = self._default_version.get(name)
         if version:
+            version = self._labels.get(name, {}).get(version, version)
             try:
                 return versions[version]
             except KeyError:
@@ -70,9 +104,15 @@ class ModelRegistry:
 
     @staticmethod
     def _default(versions: dict[str, ModelHandle]) -> ModelHandle:
-        """The newest ready version; the newest of all when none is ready (it explains why)."""
+        """The newest ready version; else the newest that can be woken up (scaled to zero);
+        else the newest of all (its state explains the refusal)."""
         ordered = sorted(versions.values(), key=lambda h: version_key(h.version), reverse=True)
-        return next((h for h in ordered if h.ready), ordered[0])
+        return next(
+            (h for h in ordered if h.ready),
+            next(
+                (h for h in ordered if h.activator and h.state is ModelState.UNLOADED), ordered[0]
+            ),
+        )
 
     def versions(self, name: str) -> list[str]:
         if name not in self._models:

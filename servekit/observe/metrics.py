@@ -68,6 +68,19 @@ class Metrics:
             registry=r,
         )
 
+        self.reload_failures = Counter(
+            "servekit_model_reload_failures",
+            "New artifacts of a serving version that failed to load (the old one kept serving).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.cold_starts = Histogram(
+            "servekit_model_cold_start_duration_seconds",
+            "Loads triggered by a request for a scaled-to-zero model, and how long they took.",
+            ["model"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
         self._children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
         self._in_flight: dict[str, Gauge] = {}
         self.batch_size = Histogram(

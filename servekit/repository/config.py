@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from servekit.errors import ConfigError
 from servekit.types.metadata import TensorSpec
@@ -68,6 +75,36 @@ class BatchingConfig(BaseModel):
         return value
 
 
+class VersionPolicy(BaseModel):
+    """Which versions to serve, as TF Serving chooses them: exactly one of the three."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latest: int | None = Field(default=None, gt=0, description="The N newest versions.")
+    all: bool | None = Field(default=None, description="Every version folder.")
+    specific: list[str] | None = Field(default=None, description="These versions.")
+
+    @field_validator("specific", mode="before")
+    @classmethod
+    def _as_strings(cls, value: Any) -> Any:
+        return [str(v) for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> VersionPolicy:
+        chosen = [k for k in ("latest", "all", "specific") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError("set exactly one of latest, all, specific")
+        return self
+
+    def choose(self, available: list[str]) -> list[str]:
+        """``available`` sorted oldest first; the versions this policy serves."""
+        if self.specific is not None:
+            return list(self.specific)
+        if self.all:
+            return list(available)
+        return list(available[-(self.latest or 1) :])
+
+
 class ModelConfig(BaseModel):
     """Everything ``model.yaml`` may say. Every field is optional."""
 
@@ -81,7 +118,25 @@ class ModelConfig(BaseModel):
     )
     platform: str | None = None
     versions: list[str] | None = Field(
-        default=None, description="Versions to serve (default: all)."
+        default=None, description="Shorthand for version_policy: {specific: [...]}."
+    )
+    version_policy: VersionPolicy | None = Field(
+        default=None, description="latest: N (default 1), all, or specific: [...]."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Names for versions, e.g. {stable: '1', canary: '2'}."
+    )
+    default_version: str | None = Field(
+        default=None, description="Version or label for requests that name none (default: newest)."
+    )
+    sha256: dict[str, str] = Field(
+        default_factory=dict, description="Pinned digests of artifacts, by path in the version."
+    )
+    idle_unload_after: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds without requests before the model is unloaded; the next request "
+        "loads it again (scale to zero).",
     )
     inputs: list[TensorConfig] | None = None
     outputs: list[TensorConfig] | None = None
@@ -106,6 +161,18 @@ class ModelConfig(BaseModel):
         if isinstance(value, list):
             return [str(v) for v in value]
         return value
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_versions_as_strings(cls, value: Any) -> Any:
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    def policy(self) -> VersionPolicy:
+        if self.version_policy is not None:
+            return self.version_policy
+        if self.versions is not None:
+            return VersionPolicy(specific=self.versions)
+        return VersionPolicy(latest=1)
 
 
 def read_model_config(model_dir: Path) -> ModelConfig:

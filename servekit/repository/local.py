@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from servekit.errors import ConfigError, ServekitError
-from servekit.repository.config import ModelConfig, read_model_config
+from servekit.repository.config import MODEL_CONFIG_FILE, ModelConfig, read_model_config
 from servekit.repository.formats import find_artifact, infer_format
 
 DEFAULT_VERSION = "1"
@@ -18,6 +19,9 @@ class VersionSource:
     format: str | None
     artifact: Path | None
     error: str | None = None
+    directory: Path | None = None
+    fingerprint: str = ""
+    """Changes whenever a file of the version or the model's model.yaml changes."""
 
 
 @dataclass(slots=True)
@@ -38,14 +42,30 @@ def _version_dirs(model_dir: Path) -> dict[str, Path]:
     return {DEFAULT_VERSION: model_dir}
 
 
-def _read_version(version: str, version_dir: Path, config: ModelConfig) -> VersionSource:
+def _fingerprint(version_dir: Path, config_text: bytes) -> str:
+    """Cheap change detection: names, sizes and modification times, plus model.yaml."""
+    digest = hashlib.sha256(config_text)
+    for path in sorted(version_dir.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            stat = path.stat()
+            digest.update(
+                f"{path.relative_to(version_dir)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode()
+            )
+    return digest.hexdigest()
+
+
+def _read_version(
+    version: str, version_dir: Path, config: ModelConfig, config_text: bytes
+) -> VersionSource:
+    fingerprint = _fingerprint(version_dir, config_text)
     try:
         if config.format:
-            return VersionSource(version, config.format, find_artifact(version_dir, config.format))
+            artifact = find_artifact(version_dir, config.format)
+            return VersionSource(version, config.format, artifact, None, version_dir, fingerprint)
         fmt, artifact = infer_format(version_dir)
-        return VersionSource(version, fmt, artifact)
+        return VersionSource(version, fmt, artifact, None, version_dir, fingerprint)
     except ServekitError as exc:
-        return VersionSource(version, config.format, None, error=str(exc))
+        return VersionSource(version, config.format, None, str(exc), version_dir, fingerprint)
 
 
 def read_model(model_dir: Path) -> ModelSource:
@@ -55,14 +75,15 @@ def read_model(model_dir: Path) -> ModelSource:
         return ModelSource(model_dir.name, model_dir, ModelConfig(), error=str(exc))
     source = ModelSource(config.name or model_dir.name, model_dir, config)
     found = _version_dirs(model_dir)
-    wanted = config.versions if config.versions is not None else sorted(found, key=int)
-    for version in wanted:
+    config_file = model_dir / MODEL_CONFIG_FILE
+    config_text = config_file.read_bytes() if config_file.is_file() else b""
+    for version in config.policy().choose(sorted(found, key=int)):
         if version not in found:
             source.versions.append(
                 VersionSource(version, config.format, None, f"{model_dir}/{version}: not found")
             )
             continue
-        source.versions.append(_read_version(version, found[version], config))
+        source.versions.append(_read_version(version, found[version], config, config_text))
     return source
 
 

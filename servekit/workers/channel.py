@@ -1,19 +1,22 @@
 """Messages between the server and a worker: small ones inline, large arrays in shared memory.
 
-A message is a pickle (protocol 5). Numpy arrays larger than ``INBAND_MAX`` bytes leave the
-pickle as out-of-band buffers: the sender copies each one into its *arena* (a memfd mapped by
-both processes) and the receiver rebuilds the arrays as views of that memory, without a copy.
+A message is a small pickled tuple plus a dict of tensors. Numeric arrays are not pickled as
+numpy objects (numpy's generic pickling costs ~10 us for a 1x4 array here): each travels as
+``(dtype string, shape, payload)``. Up to ``INBAND_MAX`` bytes the payload is the raw bytes,
+inline; above, the sender copies the array once into its *arena* (a memfd that both processes
+map) and the receiver builds the array as a view of that memory, without a copy. Arrays of
+objects (BYTES tensors) are pickled as they are.
+
 Each side writes only its own arena and reads only the peer's, and a link carries one exchange
-at a time, so writes never race reads.
+at a time, so writes never race reads. Views handed out may outlive the exchange (a response
+kept by the caller, an input kept by a model): before writing again the reader tells the writer
+whether its arena is still referenced; if so the writer maps a fresh one and the old memory
+lives on, untouched, until its last view is garbage-collected. Memfds need no names and no
+cleanup: a crash frees them with the process.
 
-Views handed out may outlive the exchange (a response kept by the caller, an input kept by a
-model). Before writing again the reader tells the writer whether its arena is still referenced;
-if so the writer maps a fresh one and the old memory lives on, untouched, until its last view
-is garbage-collected. Memfds need no names and no cleanup: a crash frees them with the process.
-
-Wire format of one SOCK_SEQPACKET record: ``HEAD`` (new arena size, flags, span count), the
-spans (offset, length) of out-of-band buffers, then the pickle itself unless it is large, in
-which case it is the last span. A new arena travels as the record's first file descriptor.
+One SOCK_SEQPACKET record: ``HEAD`` (new arena size, body offset and length in the arena,
+flags), then the pickle unless it is large, in which case it lies in the arena. A new arena
+travels as the record's first file descriptor.
 """
 
 from __future__ import annotations
@@ -25,21 +28,26 @@ import pickle
 import socket
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 INBAND_MAX = 16 * 1024
-"""Buffers up to this size are cheaper to copy through the socket than to place in the arena."""
+"""Arrays up to this size are cheaper to copy through the socket than to place in the arena."""
 BODY_INLINE_MAX = 48 * 1024
 """A pickle larger than this is placed in the arena, keeping socket records small."""
-RECORD_MAX = BODY_INLINE_MAX + 16 * 1024
+RECORD_MAX = BODY_INLINE_MAX + 1024
 MAX_FDS = 4
 ALIGN = 64
 MIN_ARENA = 1 << 20
+PLAIN_KINDS = frozenset("biufcmM")
 
-HEAD = struct.Struct("<QBxH")
+HEAD = struct.Struct("<QQQB")
 PEER_ARENA_BORROWED = 1
 BODY_IN_ARENA = 2
+
+_dtypes: dict[str, np.dtype] = {}
 
 
 class ProtocolError(RuntimeError):
@@ -48,6 +56,13 @@ class ProtocolError(RuntimeError):
 
 def _align(n: int) -> int:
     return (n + ALIGN - 1) & ~(ALIGN - 1)
+
+
+def _dtype(code: str) -> np.dtype:
+    dtype = _dtypes.get(code)
+    if dtype is None:
+        dtype = _dtypes[code] = np.dtype(code)
+    return dtype
 
 
 class Arena:
@@ -72,8 +87,8 @@ class Arena:
 
     @property
     def borrowed(self) -> bool:
-        """Whether any view into this arena is still alive (each live buffer export holds a
-        reference to the mmap; CPython counts them exactly)."""
+        """Whether an array or view of this arena is alive: each holds a reference to the
+        mmap (CPython counts them exactly)."""
         return sys.getrefcount(self.mm) > self._baseline
 
     def release(self) -> None:
@@ -91,52 +106,54 @@ class Channel:
         self._in: Arena | None = None
         self._drop_out = False
 
-    def pack(self, obj: Any, extra_fds: Sequence[int] = ()) -> tuple[bytes, list[int]]:
-        """The record for ``obj`` and the fds to attach. A new arena's fd comes first and
-        belongs to the caller, who closes it once sent (see ``close_sent``)."""
-        buffers: list[pickle.PickleBuffer] = []
-
-        def out_of_band(buffer: pickle.PickleBuffer) -> bool:
-            if buffer.raw().nbytes <= INBAND_MAX:
-                return True  # in-band
-            buffers.append(buffer)
-            return False
-
-        body = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
+    def pack(
+        self, message: tuple, tensors: Mapping[str, Any] | None = None
+    ) -> tuple[bytes, list[int]]:
+        """The record and the fds to attach (a new arena's; the caller closes them once sent).
+        On the other side ``unpack`` returns ``message`` and ``tensors``."""
+        encoded: list[tuple] | None = None
+        large: list[tuple[int, np.ndarray]] = []
+        used = 0
+        if tensors is not None:
+            encoded = []
+            for name, array in tensors.items():
+                if (
+                    type(array) is not np.ndarray
+                    or array.dtype.kind not in PLAIN_KINDS
+                    or array.dtype.fields is not None
+                ):
+                    encoded.append((name, None, None, array))  # pickled as it is
+                elif array.nbytes <= INBAND_MAX:
+                    encoded.append((name, array.dtype.str, array.shape, array.tobytes()))
+                else:
+                    encoded.append((name, array.dtype.str, array.shape, used))
+                    large.append((used, array))
+                    used += _align(array.nbytes)
+        body = pickle.dumps((message, encoded), protocol=5)
         flags = 0
         if self._in is not None and self._in.borrowed:
             # Our views of the peer's arena are still alive: it must write somewhere else.
             flags |= PEER_ARENA_BORROWED
             self._in = None
-        spans: list[int] = []
         fds: list[int] = []
-        new_size = 0
-        if buffers or len(body) > BODY_INLINE_MAX:
-            raws = [b.raw() for b in buffers]
-            need = sum(_align(r.nbytes) for r in raws)
-            if len(body) > BODY_INLINE_MAX:
-                flags |= BODY_IN_ARENA
-                need += len(body)
-            arena, fd = self._arena_for(need)
+        new_size = body_offset = body_length = 0
+        if len(body) > BODY_INLINE_MAX:
+            flags |= BODY_IN_ARENA
+            body_offset, body_length = used, len(body)
+            used += body_length
+        if used:
+            arena, fd = self._arena_for(used)
             if fd is not None:
                 fds.append(fd)
                 new_size = arena.size
-            view = memoryview(arena.mm)
-            offset = 0
-            try:
-                for raw in raws:
-                    view[offset : offset + raw.nbytes] = raw
-                    spans += (offset, raw.nbytes)
-                    offset += _align(raw.nbytes)
-                if flags & BODY_IN_ARENA:
-                    view[offset : offset + len(body)] = body
-                    spans += (offset, len(body))
-                    body = b""
-            finally:
-                view.release()
-        head = HEAD.pack(new_size, flags, len(spans) // 2)
-        record = b"".join((head, struct.pack(f"<{len(spans)}Q", *spans), body))
-        return record, fds + list(extra_fds)
+            for offset, array in large:
+                target = np.ndarray(array.shape, array.dtype, buffer=arena.mm, offset=offset)
+                np.copyto(target, array, casting="no")
+                del target
+            if flags & BODY_IN_ARENA:
+                arena.mm[body_offset : body_offset + body_length] = body
+                body = b""
+        return HEAD.pack(new_size, body_offset, body_length, flags) + body, fds
 
     def _arena_for(self, need: int) -> tuple[Arena, int | None]:
         arena = self._out
@@ -151,9 +168,10 @@ class Channel:
         self._drop_out = False
         return self._out, fd
 
-    def unpack(self, record: bytes, fds: list[int]) -> tuple[Any, list[int]]:
-        """The object in ``record`` and the fds that came with it beyond a new arena's."""
-        new_size, flags, n_spans = HEAD.unpack_from(record)
+    def unpack(self, record: bytes, fds: list[int]) -> tuple[tuple, dict | None, list[int]]:
+        """``(message, tensors, fds)``: what ``pack`` was given, and any fds beyond a new
+        arena's (the caller owns them)."""
+        new_size, body_offset, body_length, flags = HEAD.unpack_from(record)
         if flags & PEER_ARENA_BORROWED:
             self._drop_out = True
         if new_size:
@@ -167,17 +185,30 @@ class Channel:
             if self._in is not None:
                 self._in.release()
             self._in = arena
-        spans = struct.unpack_from(f"<{2 * n_spans}Q", record, HEAD.size)
-        end = HEAD.size + 8 * len(spans)
-        if not spans:
-            return pickle.loads(memoryview(record)[end:]), fds
+        if flags & BODY_IN_ARENA:
+            mm = self._mapped()
+            message, encoded = pickle.loads(mm[body_offset : body_offset + body_length])
+        else:
+            message, encoded = pickle.loads(memoryview(record)[HEAD.size :])
+        if encoded is None:
+            return message, None, fds
+        tensors = {}
+        for name, code, shape, payload in encoded:
+            if code is None:
+                tensors[name] = payload
+            elif type(payload) is bytes:
+                # A bytearray copy keeps the array writable, as a model may expect.
+                tensors[name] = np.frombuffer(bytearray(payload), _dtype(code)).reshape(shape)
+            else:
+                tensors[name] = np.ndarray(
+                    shape, _dtype(code), buffer=self._mapped(), offset=payload
+                )
+        return message, tensors, fds
+
+    def _mapped(self) -> mmap.mmap:
         if self._in is None:
             raise ProtocolError("arena data arrived before any arena")
-        view = memoryview(self._in.mm)
-        pieces = [view[spans[i] : spans[i] + spans[i + 1]] for i in range(0, len(spans), 2)]
-        del view
-        body: Any = pieces.pop() if flags & BODY_IN_ARENA else memoryview(record)[end:]
-        return pickle.loads(body, buffers=pieces), fds
+        return self._in.mm
 
     def close(self) -> None:
         for arena in (self._out, self._in):
@@ -197,8 +228,7 @@ def recv(sock: socket.socket) -> tuple[bytes, list[int]]:
     """One record and its fds; ``b""`` when the peer has closed the link."""
     record, fds, flags, _ = socket.recv_fds(sock, RECORD_MAX, MAX_FDS)
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-        for fd in fds:
-            os.close(fd)
+        close_fds(fds)
         raise ProtocolError(f"record truncated (flags {flags:#x})")
     return record, fds
 

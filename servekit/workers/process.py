@@ -171,7 +171,7 @@ class ZygoteProcess:
             self._close_link()
             self._reaper = asyncio.get_running_loop().create_task(self._reap())
             return
-        message, extra = self._channel.unpack(record, fds)
+        message, _, extra = self._channel.unpack(record, fds)
         kind = message[0]
         if kind == "forked":
             self._events.on_forked(self, message[1], message[2], socket.socket(fileno=extra[0]))
@@ -260,7 +260,8 @@ class WorkerLink:
         return future
 
     def _send(self, args: tuple) -> None:
-        record, fds = self._channel.pack((PREDICT, *args))
+        inputs, outputs, parameters = args
+        record, fds = self._channel.pack((PREDICT, outputs, parameters), inputs)
         try:
             send(self._sock, record, fds)
         finally:
@@ -291,9 +292,12 @@ class WorkerLink:
             return
         future, self._pending = self._pending, None
         try:
-            (status, payload), extra = self._channel.unpack(record, fds)
+            (status, payload), tensors, extra = self._channel.unpack(record, fds)
             close_fds(extra)
-            outcome = payload if status == OK else payload.rebuild()
+            if status == OK:
+                outcome = tensors if tensors is not None else payload
+            else:
+                outcome = payload.rebuild()
         except Exception as exc:  # noqa: BLE001 - e.g. outputs the server cannot unpickle
             status, outcome = None, exc
         if future is not None and not future.done():

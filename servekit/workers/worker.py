@@ -13,32 +13,13 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from servekit.runtimes.base import Runtime
-from servekit.workers.channel import INBAND_MAX, Channel, close_fds, recv, send
+from servekit.workers.channel import Channel, close_fds, recv, send
 from servekit.workers.remote import RemoteError
 
 PREDICT = "predict"
 OK = "ok"
 ERROR = "error"
-
-
-def _contiguous(outputs: Any) -> Any:
-    """Large non-contiguous arrays would be pickled in-band; copy them once into C order."""
-    if not isinstance(outputs, Mapping):
-        return outputs
-    prepared = {}
-    for name, value in outputs.items():
-        if (
-            isinstance(value, np.ndarray)
-            and value.nbytes > INBAND_MAX
-            and value.dtype.kind != "O"
-            and not (value.flags.c_contiguous or value.flags.f_contiguous)
-        ):
-            value = np.ascontiguousarray(value)
-        prepared[name] = value
-    return prepared
 
 
 class _Predictor:
@@ -70,16 +51,23 @@ def serve(runtime: Runtime, sock: socket.socket) -> None:
             record, fds = recv(sock)
             if not record:
                 return
-            (op, *args), extra = channel.unpack(record, fds)
+            (op, outputs, parameters), inputs, extra = channel.unpack(record, fds)
             close_fds(extra)
             if op != PREDICT:
                 return
+            result = None
             try:
-                reply: tuple[str, Any] = (OK, _contiguous(predict(*args)))
+                result = predict(inputs, outputs, parameters)
+                if isinstance(result, Mapping):
+                    reply: tuple[tuple, Mapping | None] = ((OK, None), result)
+                else:  # not what a runtime should return; the core reports it
+                    reply = ((OK, result), None)
             except BaseException as exc:  # noqa: BLE001 - a model error is an answer, not a crash
-                reply = (ERROR, RemoteError.capture(exc))
-            del args  # release the views of the request before packing (see Channel)
-            record, fds = channel.pack(reply)
+                reply = ((ERROR, RemoteError.capture(exc)), None)
+            # Drop the request's arrays before packing, so the channel sees whether the model
+            # kept a reference to them (then the server must not overwrite that memory).
+            del inputs, parameters, result
+            record, fds = channel.pack(*reply)
             del reply
             try:
                 send(sock, record, fds)

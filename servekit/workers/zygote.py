@@ -102,7 +102,7 @@ class Zygote:
         if not record:  # the server is gone
             self._stop(LOST_PARENT_GRACE, report=False)
             return False
-        message, extra = self._channel.unpack(record, fds)
+        message, _, extra = self._channel.unpack(record, fds)
         close_fds(extra)
         if message[0] == "fork":
             self._fork(message[1])
@@ -191,7 +191,7 @@ def main(link: socket.socket) -> None:
     record, fds = recv(link)
     if not record:
         return
-    (target, spec), _ = channel.unpack(record, fds)
+    (target, spec), _, _ = channel.unpack(record, fds)
     set_process_name(f"sk-z-{spec.name}")
     try:
         runtime = resolve_runtime(target)(spec)

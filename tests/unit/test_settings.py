@@ -21,6 +21,13 @@ DEFAULTS = {
     "max_request_bytes": 64 * 1024 * 1024,
     "inference_threads": 4,
     "strict_readiness": True,
+    "model_control": "auto",
+    "repository_poll_seconds": 0.0,
+    "reload_policy": "availability",
+    "drain_seconds": 30.0,
+    "cold_start_timeout_seconds": 60.0,
+    "management_api": True,
+    "admin_token": None,
     "graceful_shutdown_seconds": 10.0,
 }
 

@@ -62,3 +62,31 @@ class InferenceServicer:
             request_context,
         )
         return converters.from_response(response, raw=converters.wants_raw_output(request))
+
+    # -- model repository extension ----------------------------------------------------------
+
+    @map_errors
+    async def RepositoryIndex(self, request: Any, context: Context) -> Any:
+        rows = self._dataplane.repository_index(_token(context), request.ready)
+        return pb2.RepositoryIndexResponse(
+            models=[pb2.RepositoryIndexResponse.ModelIndex(**row) for row in rows]
+        )
+
+    @map_errors
+    async def RepositoryModelLoad(self, request: Any, context: Context) -> Any:
+        await self._dataplane.load_model(request.model_name, _token(context))
+        return pb2.RepositoryModelLoadResponse()
+
+    @map_errors
+    async def RepositoryModelUnload(self, request: Any, context: Context) -> Any:
+        await self._dataplane.unload_model(request.model_name, _token(context))
+        return pb2.RepositoryModelUnloadResponse()
+
+
+def _token(context: Context) -> str | None:
+    """The admin token from an ``authorization`` metadata entry (``Bearer <token>`` or bare)."""
+    value = _headers(context).get("authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token else value.strip()

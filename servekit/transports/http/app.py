@@ -16,7 +16,7 @@ from servekit.core.dataplane import DataPlane
 from servekit.errors import ServekitError
 from servekit.observe.metrics import Metrics
 from servekit.settings import Settings
-from servekit.transports.http import v1, v2
+from servekit.transports.http import repository, v1, v2
 from servekit.transports.http.asgi import InferenceASGI
 from servekit.transports.http.errors import (
     http_exception_handler,
@@ -53,6 +53,7 @@ def create_app(
         routes=[
             *v2.routes,
             *v1.routes,
+            *(repository.routes if settings.management_api else []),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/docs", docs, methods=["GET"]),

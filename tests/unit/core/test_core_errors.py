@@ -19,6 +19,7 @@ from servekit.errors import (
     NotFound,
     PayloadTooLarge,
     ServekitError,
+    Unauthenticated,
     Unavailable,
     UnsupportedMediaType,
 )
@@ -26,6 +27,7 @@ from servekit.errors import (
 EXPECTED: dict[type[ServekitError], tuple[int, str]] = {
     ServekitError: (500, "INTERNAL"),
     InvalidInput: (400, "INVALID_ARGUMENT"),
+    Unauthenticated: (401, "UNAUTHENTICATED"),
     NotFound: (404, "NOT_FOUND"),
     ModelNotFound: (404, "NOT_FOUND"),
     PayloadTooLarge: (413, "RESOURCE_EXHAUSTED"),

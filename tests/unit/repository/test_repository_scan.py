@@ -125,10 +125,41 @@ def test_versioned_model_with_config(repo: Path):
     assert config.lineage == {"dataset": "iris.csv", "git_sha": "abc123"}
 
 
-def test_versions_default_to_every_numbered_folder(tmp_path: Path):
+def test_versions_default_to_the_newest_numbered_folder(tmp_path: Path):
     for version in ["1", "2", "10", "9"]:
         _write(tmp_path / "m" / version / "model.onnx")
     _write(tmp_path / "m" / "extra" / "model.onnx")  # not a version folder
+    [model] = scan_repository(tmp_path)
+    assert [v.version for v in model.versions] == ["10"]  # TF Serving's default: latest 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("{latest: 2}", ["9", "10"]),
+        ("{all: true}", ["1", "2", "9", "10"]),
+        ("{specific: [2, 9]}", ["2", "9"]),
+    ],
+)
+def test_version_policies(tmp_path: Path, policy: str, expected: list[str]):
+    for version in ["1", "2", "10", "9"]:
+        _write(tmp_path / "m" / version / "model.onnx")
+    (tmp_path / "m" / "model.yaml").write_text(f"version_policy: {policy}\n")
+    [model] = scan_repository(tmp_path)
+    assert [v.version for v in model.versions] == expected
+
+
+def test_a_version_policy_names_exactly_one_rule(tmp_path: Path):
+    _write(tmp_path / "m" / "1" / "model.onnx")
+    (tmp_path / "m" / "model.yaml").write_text("version_policy: {latest: 1, all: true}\n")
+    [model] = scan_repository(tmp_path)
+    assert "exactly one of latest, all, specific" in model.error
+
+
+def test_every_numbered_folder_with_policy_all(tmp_path: Path):
+    for version in ["1", "2", "10", "9"]:
+        _write(tmp_path / "m" / version / "model.onnx")
+    (tmp_path / "m" / "model.yaml").write_text("version_policy: {all: true}\n")
     [model] = scan_repository(tmp_path)
     assert {v.version for v in model.versions} == {"1", "2", "9", "10"}
     assert len(model.versions) == 4
