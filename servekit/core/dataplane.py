@@ -35,6 +35,7 @@ request_logger = logging.getLogger("servekit.requests")
 SERVER_NAME = "servekit"
 EXTENSIONS = ("binary_tensor_data", "parameters", "model_lineage", "model_repository")
 
+_WAKEABLE = (ModelState.UNLOADED, ModelState.LOADING)
 RequestSource = InferenceRequest | Callable[[], InferenceRequest]
 """A request, or a function that decodes one: decoding errors are then counted and logged
 with the model they were meant for."""
@@ -139,7 +140,7 @@ class DataPlane:
             if callable(request):
                 request = request()
             if not handle.ready:
-                if handle.activator is None or handle.state is not ModelState.UNLOADED:
+                if handle.activator is None or handle.state not in _WAKEABLE:
                     raise ModelNotReady(handle.name, handle.version, handle.state.value)
                 await handle.activator(handle)  # scaled to zero: load it, bounded wait
             inputs = validate_inputs(handle.name, handle.inputs, request.inputs)

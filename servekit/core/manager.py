@@ -131,9 +131,12 @@ class ModelManager:
                 handle.activator = self._activator(source)
                 continue
             await self._replace(source, version_source, handle)
-        for version, handle in current.items():
-            if version not in aspired:
-                await self._retire(handle)
+        # Availability first: versions the policy no longer wants keep serving until one it
+        # wants is ready (a broken new version must not take the old one down with it).
+        if any(h.ready for h in self._registry.handles(source.name) if h.version in aspired):
+            for version, handle in current.items():
+                if version not in aspired:
+                    await self._retire(handle)
 
     async def _replace(
         self, source: ModelSource, version: VersionSource, old: ModelHandle | None
@@ -248,8 +251,11 @@ class ModelManager:
         load (single flight) and wait at most ``cold_start_timeout``."""
         task = self._activations.get(id(handle))
         if task is None or task.done():
-            task = asyncio.get_running_loop().create_task(self._cold_start(handle))
-            self._activations[id(handle)] = task
+            if handle.state is ModelState.LOADING:  # a load is already under way elsewhere
+                task = asyncio.get_running_loop().create_task(self._until_loaded(handle))
+            else:
+                task = asyncio.get_running_loop().create_task(self._cold_start(handle))
+                self._activations[id(handle)] = task
         try:
             await asyncio.wait_for(asyncio.shield(task), self.policy.cold_start_timeout)
         except TimeoutError:
@@ -259,6 +265,11 @@ class ModelManager:
             ) from None
         if not handle.ready:
             raise Unavailable(f"model '{handle.name}' failed to load: {handle.error}")
+
+    @staticmethod
+    async def _until_loaded(handle: ModelHandle) -> None:
+        while handle.state is ModelState.LOADING:
+            await asyncio.sleep(0.01)
 
     async def _cold_start(self, handle: ModelHandle) -> None:
         model = self._models.get(handle.name)
