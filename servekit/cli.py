@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 def _version_callback(value: bool) -> None:
@@ -80,10 +81,68 @@ def _describe(specs: list) -> str:
 
 @app.command()
 def models(
-    repository: Annotated[Path, typer.Argument(help="Model repository folder.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A repository folder to inspect offline, or list | load | unload to manage a "
+            "running server."
+        ),
+    ],
+    name: Annotated[str | None, typer.Argument(help="Model name (load, unload).")] = None,
+    url: Annotated[str, typer.Option(help="Server URL (list, load, unload).")] = DEFAULT_URL,
+    token: Annotated[str | None, typer.Option(help="Admin token, if the server has one.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List what `serve` would serve: format, versions, signature, problems."""
+    """Inspect a repository (format, versions, signature, problems) or manage a live server:
+    `servekit models list|load NAME|unload NAME --url URL`."""
+    if target in CONTROL_ACTIONS:
+        _control(target, name, url, token, as_json)
+        return
+    _inspect(Path(target), as_json)
+
+
+CONTROL_ACTIONS = ("list", "load", "unload")
+
+
+def _control(action: str, name: str | None, url: str, token: str | None, as_json: bool) -> None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if action == "list":
+        target = f"{url.rstrip('/')}/v2/repository/index"
+    elif name:
+        target = f"{url.rstrip('/')}/v2/repository/models/{name}/{action}"
+    else:
+        raise typer.BadParameter(f"'{action}' needs a model name")
+    body = _post(target, None, headers, timeout=300)
+    if action != "list":
+        console.print(f"{action}ed {name}")
+    elif as_json:
+        console.print_json(json.dumps(body))
+    else:
+        table = Table("model", "version", "state", "reason")
+        for row in body:
+            table.add_row(row["name"], row["version"], row["state"], row["reason"])
+        console.print(table)
+
+
+def _post(target: str, payload: Any, headers: dict[str, str], timeout: float) -> Any:
+    """POST and return the JSON answer; print the server's error and exit 1 on failure."""
+    try:
+        response = httpx.post(target, json=payload, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        err_console.print(f"[red]error:[/red] cannot reach {target}: {exc}")
+        raise typer.Exit(1) from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": response.text}
+    if response.is_error:
+        message = body.get("error", body) if isinstance(body, dict) else body
+        err_console.print(f"[red]error {response.status_code}:[/red] {message}")
+        raise typer.Exit(1)
+    return body
+
+
+def _inspect(repository: Path, as_json: bool) -> None:
     from servekit.core.executor import Executor
     from servekit.core.loader import ModelLoader
     from servekit.core.registry import ModelRegistry
@@ -158,7 +217,7 @@ def predict(
             help='A JSON file or a JSON string: a V2 request, or V1 {"instances": ...}.',
         ),
     ],
-    url: Annotated[str, typer.Option(help="Server URL.")] = "http://127.0.0.1:8080",
+    url: Annotated[str, typer.Option(help="Server URL.")] = DEFAULT_URL,
     version: Annotated[str | None, typer.Option(help="Model version.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 30.0,
 ) -> None:
@@ -169,16 +228,4 @@ def predict(
     if version:
         base += f"/versions/{version}"
     target = f"{base}:predict" if v1 else f"{base}/infer"
-    try:
-        response = httpx.post(target, json=payload, timeout=timeout)
-    except httpx.HTTPError as exc:
-        err_console.print(f"[red]error:[/red] cannot reach {url}: {exc}")
-        raise typer.Exit(1) from None
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"error": response.text}
-    if response.is_error:
-        err_console.print(f"[red]error {response.status_code}:[/red] {body.get('error', body)}")
-        raise typer.Exit(1)
-    console.print_json(json.dumps(body))
+    console.print_json(json.dumps(_post(target, payload, {}, timeout)))

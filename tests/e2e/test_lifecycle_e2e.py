@@ -281,3 +281,31 @@ def test_pinned_sha256_mismatch_is_refused(tmp_path: Path) -> None:
         assert metadata["state"] == "FAILED"
         assert "sha256 mismatch" in metadata["error"] and "refusing to load" in metadata["error"]
         assert infer(server.http_url, "pinned").status_code == 503
+
+
+def test_models_cli_manages_a_live_server(explicit) -> None:
+    import json
+    import subprocess
+    import sys
+
+    _, server = explicit
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "servekit", "models", *args, "--url", server.http_url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+
+    refused = cli("load", "a")
+    assert refused.returncode == 1 and "401" in refused.stderr
+    loaded = cli("load", "a", "--token", "s3cret")
+    assert loaded.returncode == 0, loaded.stderr
+    listing = cli("list", "--token", "s3cret", "--json")
+    rows = {r["name"]: r["state"] for r in json.loads(listing.stdout)}
+    assert rows == {"a": "READY", "b": "UNAVAILABLE"}
+    assert served_version(server.http_url, "a") == 1
+    assert cli("unload", "a", "--token", "s3cret").returncode == 0
+    assert infer(server.http_url, "a").status_code == 404
