@@ -10,7 +10,7 @@ from servekit.core.batching import AdaptiveBatcher, BatchingPolicy
 from servekit.core.executor import INLINE_BUDGET_SECONDS, AsyncCallable, Executor
 from servekit.core.lifecycle import ModelState
 from servekit.core.registry import ModelHandle, ModelRegistry
-from servekit.core.warmup import sample_inputs
+from servekit.core.warmup import sample_inputs, warmup_inputs
 from servekit.observe.metrics import Metrics
 from servekit.repository.integrity import verify_artifacts
 from servekit.repository.local import ModelSource, VersionSource
@@ -114,6 +114,19 @@ class ModelLoader:
         handle.inputs = handle.inputs or signature.inputs
         handle.outputs = handle.outputs or signature.outputs
         handle.predict = await self._bind_predict(handle, runtime, source.config.execution)
+        warmup = source.config.warmup
+        if warmup is not None:
+            try:
+                sample = warmup_inputs(
+                    warmup.sample, version.directory or source.path, handle.inputs
+                )
+                for _ in range(warmup.repeat):
+                    await handle.predict(sample, None, {})
+            except Exception as exc:  # noqa: BLE001 - a version that cannot warm up never serves
+                await self.unload(handle, ModelState.FAILED)
+                handle.error = f"warm-up failed: {type(exc).__name__}: {exc}"
+                logger.error("model %s version %s %s", handle.name, handle.version, handle.error)
+                return
         batching = source.config.batching
         if batching is not None:
             handle.batcher = AdaptiveBatcher(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
+from servekit.errors import ConfigError
 from servekit.types.metadata import TensorSpec
 from servekit.types.tensors import NUMPY_DTYPES
 
@@ -23,3 +27,22 @@ def sample_inputs(specs: list[TensorSpec]) -> dict[str, np.ndarray] | None:
             return None
         sample[spec.name] = np.zeros((1, *rest), dtype=NUMPY_DTYPES[spec.datatype])
     return sample
+
+
+def warmup_inputs(
+    sample: str | None, version_dir: Path, specs: list[TensorSpec]
+) -> dict[str, np.ndarray]:
+    """Inputs for warm-up requests: a JSON file ``{input name: nested list}`` in the version
+    folder, or one row of zeros built from the signature."""
+    if sample is None:
+        inputs = sample_inputs(specs)
+        if inputs is None:
+            raise ConfigError("the signature leaves dimensions open: give warmup.sample")
+        return inputs
+    path = version_dir / sample
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the warm-up sample: {exc}") from None
+    types = {spec.name: NUMPY_DTYPES[spec.datatype] for spec in specs}
+    return {name: np.asarray(values, dtype=types.get(name)) for name, values in document.items()}

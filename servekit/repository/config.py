@@ -75,6 +75,19 @@ class BatchingConfig(BaseModel):
         return value
 
 
+class WarmupConfig(BaseModel):
+    """Requests run before a version takes traffic, so nobody pays for lazy initialisation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sample: str | None = Field(
+        default=None,
+        description="JSON file in the version folder, {input name: nested list}; default: one "
+        "row of zeros from the signature.",
+    )
+    repeat: int = Field(default=1, gt=0, le=1000)
+
+
 class VersionPolicy(BaseModel):
     """Which versions to serve, as TF Serving chooses them: exactly one of the three."""
 
@@ -142,6 +155,7 @@ class ModelConfig(BaseModel):
     outputs: list[TensorConfig] | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     batching: BatchingConfig | None = None
+    warmup: WarmupConfig | None = None
     execution: Literal["auto", "event_loop", "threads"] = Field(
         default="auto",
         description="Where synchronous predict code runs: 'threads' (a bounded pool), "

@@ -94,3 +94,66 @@ def test_batching_wraps_the_bound_predict(tmp_path: Path) -> None:
         executor.shutdown()
 
     asyncio.run(main())
+
+
+COUNTING_MODEL = textwrap.dedent(
+    """
+    import numpy as np
+    import servekit
+
+
+    class Counting(servekit.Model):
+        inputs = [servekit.TensorSpec("x", "FP64", (-1, 2))]
+        outputs = [servekit.TensorSpec("seen", "INT64", (-1,))]
+
+        def load(self):
+            self.calls = []
+
+        def predict(self, inputs):
+            x = inputs["x"]
+            if (x < 0).any():
+                raise ValueError("negative warm-up value")
+            self.calls.append(x.tolist())
+            return {"seen": np.full(len(x), len(self.calls))}
+    """
+)
+
+
+def load_one(repo: Path):
+    async def main():
+        registry, executor = ModelRegistry(), Executor(2)
+        await ModelLoader(registry, executor, Metrics()).load_all(scan_repository(repo))
+        executor.shutdown()
+        return registry.get("m")
+
+    return asyncio.run(main())
+
+
+def test_warmup_sample_runs_before_the_version_is_ready(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.py").write_text(COUNTING_MODEL)
+    (tmp_path / "m" / "warm.json").write_text('{"x": [[1.5, 2.5]]}')
+    (tmp_path / "m" / "model.yaml").write_text("warmup: {sample: warm.json, repeat: 3}\n")
+    handle = load_one(tmp_path)
+    assert handle.ready
+    calls = handle.runtime._model.calls
+    assert calls[-3:] == [[[1.5, 2.5]]] * 3
+
+
+def test_warmup_from_the_signature_by_default(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.py").write_text(COUNTING_MODEL)
+    (tmp_path / "m" / "model.yaml").write_text("warmup: {}\nexecution: threads\n")
+    handle = load_one(tmp_path)
+    assert handle.ready and handle.runtime._model.calls == [[[0.0, 0.0]]]
+
+
+def test_a_version_that_fails_its_warmup_never_serves(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.py").write_text(COUNTING_MODEL)
+    (tmp_path / "m" / "warm.json").write_text('{"x": [[-1, 0]]}')
+    (tmp_path / "m" / "model.yaml").write_text("warmup: {sample: warm.json}\n")
+    handle = load_one(tmp_path)
+    assert handle.state.value == "FAILED"
+    assert handle.error == "warm-up failed: ValueError: negative warm-up value"
+    assert handle.predict is None
