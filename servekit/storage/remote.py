@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -69,14 +70,18 @@ class FsspecBackend:
         kwargs = {**self.kwargs(options), **options.fs_kwargs.get(scheme, {})}
         try:
             if self.filesystem is not None:
-                return self.filesystem(scheme, **kwargs)
-            import fsspec
+                fs = self.filesystem(scheme, **kwargs)
+            else:
+                import fsspec
 
-            # A fresh instance: fsspec's instance and listing caches would hide remote changes.
-            return fsspec.filesystem(scheme, skip_instance_cache=True, **kwargs)
+                # fsspec reuses one instance per arguments (a new S3 client costs ~0.5 s); its
+                # listing cache would hide remote changes, so every sync starts with it cleared.
+                fs = fsspec.filesystem(scheme, **kwargs)
         except ImportError as exc:
             hint = f"pip install 'servekit[{self.extra}]'" if self.extra else str(exc)
             raise StorageError(f"{uri}: support for {scheme}:// is not installed ({hint})") from exc
+        fs.invalidate_cache()
+        return fs
 
 
 class Sync:
@@ -152,20 +157,24 @@ class Sync:
             self._download([remote], [local])
             key = remote.key or file_key(f"{self.where}|{remote.path}", local)
             dest = self.cache.unpacked_path(key)
-            if not dest.is_dir():
+            if not dest.is_dir():  # unpacked in scratch (cleared if we die), then one rename
+                tree = unpack_archive(local, work / "tree", limits, self.uri)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                unpack_archive(local, dest, limits, self.uri)
+                os.rename(tree, dest)
             return dest
 
     # --- transfers -----------------------------------------------------------------------------
 
     def _fetch(self, remotes: list[Remote]) -> dict[str, str]:
         """Content key per remote path, downloading only what the cache lacks."""
-        keys = {r.path: r.key for r in remotes if r.key and self.cache.has_object(r.key)}
+        keys: dict[str, str] = {}
+        for remote in remotes:
+            if remote.key is not None and self.cache.has_object(remote.key):
+                keys[remote.path] = remote.key
         self.stats.record_reuse(len(keys))
         missing = [r for r in remotes if r.path not in keys]
         if not missing:
-            return keys  # type: ignore[return-value]
+            return keys
         with self.cache.scratch(self.uri_id) as work:
             locals_ = [work / str(i) for i in range(len(missing))]
             self._download(missing, locals_)
@@ -173,7 +182,7 @@ class Sync:
                 key = remote.key or file_key(f"{self.where}|{remote.path}", local)
                 self.cache.publish_object(key, local)
                 keys[remote.path] = key
-        return keys  # type: ignore[return-value]
+        return keys
 
     def _download(self, remotes: list[Remote], locals_: list[Path]) -> None:
         """Fetch into scratch files (fsspec batches them concurrently); check sizes before use."""

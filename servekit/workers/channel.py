@@ -21,6 +21,7 @@ travels as the record's first file descriptor.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import mmap
 import os
@@ -39,6 +40,7 @@ BODY_INLINE_MAX = 48 * 1024
 """A pickle larger than this is placed in the arena, keeping socket records small."""
 RECORD_MAX = BODY_INLINE_MAX + 1024
 MAX_FDS = 4
+ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 ALIGN = 64
 MIN_ARENA = 1 << 20
 PLAIN_KINDS = frozenset("biufcmM")
@@ -48,6 +50,7 @@ PEER_ARENA_BORROWED = 1
 BODY_IN_ARENA = 2
 
 _dtypes: dict[str, np.dtype] = {}
+Record = bytes | memoryview
 
 
 class ProtocolError(RuntimeError):
@@ -168,7 +171,9 @@ class Channel:
         self._drop_out = False
         return self._out, fd
 
-    def unpack(self, record: bytes, fds: list[int]) -> tuple[tuple, dict | None, list[int]]:
+    def unpack(
+        self, record: bytes | memoryview, fds: list[int]
+    ) -> tuple[tuple, dict | None, list[int]]:
         """``(message, tensors, fds)``: what ``pack`` was given, and any fds beyond a new
         arena's (the caller owns them)."""
         new_size, body_offset, body_length, flags = HEAD.unpack_from(record)
@@ -189,7 +194,7 @@ class Channel:
             mm = self._mapped()
             message, encoded = pickle.loads(mm[body_offset : body_offset + body_length])
         else:
-            message, encoded = pickle.loads(memoryview(record)[HEAD.size :])
+            message, encoded = pickle.loads(record[HEAD.size :])
         if encoded is None:
             return message, None, fds
         tensors = {}
@@ -224,13 +229,25 @@ def send(sock: socket.socket, record: bytes, fds: Sequence[int]) -> None:
         sock.send(record)
 
 
-def recv(sock: socket.socket) -> tuple[bytes, list[int]]:
-    """One record and its fds; ``b""`` when the peer has closed the link."""
-    record, fds, flags, _ = socket.recv_fds(sock, RECORD_MAX, MAX_FDS)
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-        close_fds(fds)
-        raise ProtocolError(f"record truncated (flags {flags:#x})")
-    return record, fds
+class Receiver:
+    """Reads records from one socket into a buffer it reuses (no allocation per record)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray(RECORD_MAX)
+        self._view = memoryview(self._buffer)
+
+    def __call__(self) -> tuple[memoryview, list[int]]:
+        """One record (valid until the next call) and its fds; empty when the peer closed."""
+        size, ancillary, flags, _ = self._sock.recvmsg_into([self._buffer], ANCILLARY_SPACE)
+        fds = array.array("i")
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            close_fds(fds)
+            raise ProtocolError(f"record truncated (flags {flags:#x})")
+        return self._view[:size], list(fds)
 
 
 def close_fds(fds: Sequence[int]) -> None:

@@ -190,7 +190,7 @@ class WorkerPoolRuntime(Runtime):
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
-            if link is not None:
+            if link is not None and link.alive:
                 return link
 
     def _on_idle(self, link: WorkerLink) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from servekit.errors import ModelLoadError
 from servekit.runtimes.base import ModelSpec, Signature
-from servekit.workers.channel import Channel, close_fds, recv, send
+from servekit.workers.channel import Channel, Receiver, close_fds, send
 from servekit.workers.worker import OK, PREDICT
 from servekit.workers.zygote import BOOTSTRAP
 
@@ -80,6 +80,7 @@ class ZygoteProcess:
         self._events = events
         self._channel = Channel()
         self._sock: socket.socket | None = None
+        self._receive: Receiver | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._loaded: asyncio.Future[tuple[Signature, str]] | None = None
         self._exited: asyncio.Future[int | None] | None = None
@@ -112,6 +113,7 @@ class ZygoteProcess:
             server_end.send(pickle.dumps(sys.path))
             self._send((self._target, self._spec))
             server_end.setblocking(False)
+            self._receive = Receiver(server_end)
             loop.add_reader(server_end.fileno(), self._on_readable)
             result = await self._loaded
             self._serving = True
@@ -160,13 +162,13 @@ class ZygoteProcess:
             close_fds(fds)
 
     def _on_readable(self) -> None:
-        assert self._sock is not None
+        assert self._receive is not None
         try:
-            record, fds = recv(self._sock)
+            record, fds = self._receive()
         except BlockingIOError:
             return
         except OSError:
-            record, fds = b"", []
+            record, fds = memoryview(b""), []
         if not record:
             self._close_link()
             self._reaper = asyncio.get_running_loop().create_task(self._reap())
@@ -234,8 +236,10 @@ class WorkerLink:
         self.started = time.monotonic()
         self.alive = True
         self._sock = sock
+        self._receive = Receiver(sock)
         self._channel = Channel()
         self._pending: asyncio.Future[Any] | None = None
+        self._failure: BaseException | None = None
         self._on_idle = on_idle
         self._on_lost = on_lost
         self._loop = asyncio.get_running_loop()
@@ -273,7 +277,10 @@ class WorkerLink:
 
     def _send_failed(self, exc: BaseException) -> None:
         if isinstance(exc, OSError) or not self.alive:
-            return  # the link broke: the worker's exit fails the request
+            # The link broke: the report of the worker's exit fails the request (or has).
+            if self._failure is not None:
+                self.fail(self._failure)
+            return
         future, self._pending = self._pending, None
         if future is not None and not future.done():
             future.set_exception(exc)
@@ -281,11 +288,11 @@ class WorkerLink:
 
     def _on_readable(self) -> None:
         try:
-            record, fds = recv(self._sock)
+            record, fds = self._receive()
         except BlockingIOError:
             return
         except OSError:
-            record, fds = b"", []
+            record, fds = memoryview(b""), []
         if not record:
             self._detach()
             self._on_lost(self)
@@ -309,6 +316,7 @@ class WorkerLink:
 
     def fail(self, exc: BaseException) -> None:
         """Fail the request in flight, if any (the worker is gone)."""
+        self._failure = exc
         future, self._pending = self._pending, None
         if future is not None and not future.done():
             future.set_exception(exc)

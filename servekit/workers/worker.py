@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from servekit.runtimes.base import Runtime
-from servekit.workers.channel import Channel, close_fds, recv, send
+from servekit.workers.channel import Channel, Receiver, close_fds, send
 from servekit.workers.remote import RemoteError
 
 PREDICT = "predict"
@@ -46,9 +46,10 @@ def serve(runtime: Runtime, sock: socket.socket) -> None:
     """Answer requests until the server closes the link."""
     channel = Channel()
     predict = _Predictor(runtime)
+    receive = Receiver(sock)
     try:
         while True:
-            record, fds = recv(sock)
+            record, fds = receive()
             if not record:
                 return
             (op, outputs, parameters), inputs, extra = channel.unpack(record, fds)

@@ -32,7 +32,7 @@ from typing import Any
 
 from servekit.runtimes import resolve_runtime
 from servekit.runtimes.base import ModelSpec, Runtime
-from servekit.workers.channel import Channel, close_fds, recv, send
+from servekit.workers.channel import Channel, Receiver, close_fds, send
 from servekit.workers.remote import RemoteError
 from servekit.workers.worker import serve
 
@@ -83,6 +83,7 @@ class Zygote:
         self._spec = spec
         self._link = link
         self._channel = channel
+        self._receive = Receiver(link)
         self._children: dict[int, tuple[int, int]] = {}  # pid -> (slot, pidfd)
         self._selector = selectors.DefaultSelector()
         self._selector.register(link, selectors.EVENT_READ)
@@ -98,7 +99,7 @@ class Zygote:
 
     def _command(self) -> bool:
         """Handle one message from the server; False once it is time to exit."""
-        record, fds = recv(self._link)
+        record, fds = self._receive()
         if not record:  # the server is gone
             self._stop(LOST_PARENT_GRACE, report=False)
             return False
@@ -188,7 +189,7 @@ def main(link: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     channel = Channel()
-    record, fds = recv(link)
+    record, fds = Receiver(link)()
     if not record:
         return
     (target, spec), _, _ = channel.unpack(record, fds)

@@ -128,6 +128,38 @@ def test_outputs_kept_by_the_caller_are_not_overwritten_by_later_requests(probe_
     run(scenario)
 
 
+MEMO = """
+import servekit
+
+
+class Memo(servekit.Model):
+    '''Keeps each request's input and answers with the previous one.'''
+
+    def load(self):
+        self.previous = None
+
+    def predict(self, inputs):
+        previous, self.previous = self.previous, inputs["x"]
+        return {"previous": previous if previous is not None else inputs["x"]}
+"""
+
+
+def test_inputs_kept_by_the_model_are_not_overwritten_by_later_requests(tmp_path):
+    spec = ModelSpec(name="memo", version="1", path=write_model(tmp_path, MEMO))
+
+    async def scenario():
+        pool = WorkerPoolRuntime("custom", spec, 1)
+        await pool.load()
+        try:
+            for value in (1.0, 2.0, 3.0):
+                result = await pool.predict({"x": np.full((100_000, 4), value)})
+                assert (result["previous"] == max(value - 1.0, 1.0)).all()
+        finally:
+            await pool.unload()
+
+    run(scenario)
+
+
 def test_concurrent_requests_spread_across_workers(probe_pool):
     async def scenario():
         pool = probe_pool(2)
