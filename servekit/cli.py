@@ -45,7 +45,9 @@ def main(
 
 @app.command()
 def serve(
-    repository: Annotated[Path | None, typer.Argument(help="Model repository folder.")] = None,
+    repository: Annotated[
+        str | None, typer.Argument(help="Model repository: a folder or a URI (s3://, https://…).")
+    ] = None,
     http_port: Annotated[int | None, typer.Option(help="REST port [default: 8080].")] = None,
     grpc_port: Annotated[int | None, typer.Option(help="gRPC port [default: 8081].")] = None,
     host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1].")] = None,
@@ -61,7 +63,7 @@ def serve(
     try:
         settings = load_settings(
             config,
-            model_repository=str(repository) if repository else None,
+            model_repository=repository,
             http_port=http_port,
             grpc_port=grpc_port,
             host=host,

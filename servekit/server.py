@@ -20,6 +20,7 @@ from servekit.errors import ConfigError
 from servekit.observe.metrics import Metrics
 from servekit.repository.local import scan_repository
 from servekit.settings import Settings
+from servekit.storage import StorageOptions, materialize_async
 from servekit.transports.http import create_app
 
 logger = logging.getLogger("servekit.server")
@@ -43,7 +44,7 @@ class InferenceServer:
         self.executor = Executor(settings.inference_threads)
         self.loader = ModelLoader(self.registry, self.executor, self.metrics)
         self.manager = ModelManager(
-            Path(settings.model_repository),
+            self._resolve_repository,
             self.registry,
             self.loader,
             self.metrics,
@@ -69,7 +70,7 @@ class InferenceServer:
 
     async def serve(self) -> None:
         settings = self.settings
-        scan_repository(Path(settings.model_repository or ""))  # fail fast on a bad path
+        scan_repository(await self._resolve_repository())  # fail fast on a bad repository
         app = create_app(self.dataplane, self.metrics, settings)
         http = _UvicornServer(
             uvicorn.Config(
@@ -118,6 +119,21 @@ class InferenceServer:
         await http_task
         await self.manager.stop()
         self.executor.shutdown()
+
+    async def _resolve_repository(self) -> Path:
+        """The local folder to serve: the path itself, or a synced snapshot of a remote URI."""
+        settings = self.settings
+        secret = settings.storage_secret.get_secret_value() if settings.storage_secret else None
+        options = StorageOptions(
+            endpoint_url=settings.storage_endpoint_url,
+            key=settings.storage_key,
+            secret=secret,
+            anon=settings.storage_anon,
+            max_archive_bytes=settings.storage_max_archive_bytes,
+        )
+        return await materialize_async(
+            settings.model_repository or "", settings.storage_cache_dir, options
+        )
 
     def stop(self) -> None:
         self._stop.set()

@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SERVEKIT_", extra="forbid")
 
     model_repository: str | None = Field(
-        default=None, description="Folder holding the models to serve."
+        default=None,
+        description="Folder or URI of the models to serve (s3://, gs://, az://, https://, file://).",
     )
     host: str = Field(default="127.0.0.1", description="Address both servers bind to.")
     http_port: int = Field(default=8080, ge=0, le=65535, description="REST port (0: any free).")
@@ -78,6 +79,20 @@ class Settings(BaseSettings):
         default=None,
         description="When set, the control API requires 'Authorization: Bearer "
         "<token>' (REST) or an 'authorization' metadata entry (gRPC).",
+    )
+    storage_cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "servekit",
+        description="Where remote repositories are cached, keyed by content.",
+    )
+    storage_endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint (MinIO, Ceph); AWS_ENDPOINT_URL works too.",
+    )
+    storage_key: str | None = Field(default=None, description="Access key id (Azure: account).")
+    storage_secret: SecretStr | None = Field(default=None, description="Secret key.")
+    storage_anon: bool = Field(default=False, description="Unsigned requests (public buckets).")
+    storage_max_archive_bytes: int = Field(
+        default=8 * 1024**3, gt=0, description="Largest total unpacked size of an archive."
     )
     graceful_shutdown_seconds: float = Field(
         default=10.0, ge=0, description="How long in-flight requests may finish on shutdown."

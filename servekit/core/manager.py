@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,17 @@ class ManagerPolicy:
     cold_start_timeout: float = 60.0
 
 
+RootResolver = Callable[[], Awaitable[Path]]
+"""Returns the local folder to scan; for a remote repository, a fresh snapshot of it."""
+
+
+def _fixed(path: Path) -> RootResolver:
+    async def resolve() -> Path:
+        return path
+
+    return resolve
+
+
 @dataclass(slots=True)
 class _Model:
     source: ModelSource
@@ -47,13 +59,14 @@ class _Model:
 class ModelManager:
     def __init__(
         self,
-        root: Path,
+        root: Path | RootResolver,
         registry: ModelRegistry,
         loader: ModelLoader,
         metrics: Metrics,
         policy: ManagerPolicy | None = None,
     ) -> None:
-        self._root = Path(root)
+        self._resolve = _fixed(Path(root)) if isinstance(root, str | Path) else root
+        self._root = Path(root) if isinstance(root, str | Path) else Path()
         self._registry = registry
         self._loader = loader
         self._metrics = metrics
@@ -94,6 +107,7 @@ class ModelManager:
     async def sync(self, only: str | None = None, force: bool = False) -> None:
         """Bring the registry in line with the repository (for one model, or all)."""
         async with self._lock:
+            self._root = await self._resolve()  # a remote repository syncs its cache here
             found = {s.name: s for s in await asyncio.to_thread(scan_repository, self._root)}
             names = {only} if only else set(found) | set(self._models)
             for name in sorted(names):

@@ -155,9 +155,10 @@ def _check_tar(tar: tarfile.TarFile, limits: ArchiveLimits, label: str) -> list[
 def _unpack_tar(archive: Path, work: Path, limits: ArchiveLimits, label: str) -> None:
     with tarfile.open(archive, "r:*") as tar:
         members = _check_tar(tar, limits, label)
-        # Python's "data" filter repeats the link and path checks against the real filesystem and
-        # drops owners, set-uid bits and device files: a second line behind the checks above.
-        tar.extractall(work, members=members, filter="data")
+        # Python's "data" filter (3.11.4+) repeats the link and path checks against the real
+        # filesystem and drops owners and set-uid bits: a second line behind the checks above.
+        safer = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(work, members=members, **safer)  # type: ignore[arg-type]
 
 
 # --- zip -------------------------------------------------------------------------------------

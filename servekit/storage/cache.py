@@ -4,6 +4,8 @@ Layout under the cache folder::
 
     objects/<k[:2]>/<k>                 downloaded bodies, named by content key, read-only
     snapshots/<uri id>/<manifest id>/   one tree of hard links into objects/ per remote state
+                                        (never pruned automatically: a loaded model may still
+                                        point into an older one; they cost inodes, not bytes)
     unpacked/<k>/                       an archive unpacked once per content key
     refs/<uri id>                       the last folder served for a URI (for stale fallback)
     tmp/<uri id>-<random>/              downloads in progress; renamed into place when complete
@@ -32,7 +34,6 @@ from servekit.storage.locks import file_lock
 # s3fs "ETag", gcsfs "md5Hash"/"generation", adlfs "etag"/"content_md5", http "ETag"/"Content-MD5".
 IDENTITY_FIELDS = ("ETag", "etag", "md5Hash", "content_md5", "Content-MD5", "Digest", "generation")
 MTIME_FIELDS = ("LastModified", "last_modified", "Last-Modified", "updated", "mtime", "created")
-_KEEP_SNAPSHOTS = 2  # the one being served and the one before (a process may still be loading it)
 _CHUNK = 1 << 20
 
 
@@ -136,14 +137,7 @@ class Cache:
                 tree.mkdir(exist_ok=True)
                 folder.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(tree, folder)
-        os.utime(folder)  # the newest served snapshot is the last one pruned
-        self._prune_snapshots(folder.parent)
         return folder
-
-    def _prune_snapshots(self, parent: Path) -> None:
-        snapshots = sorted(parent.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in snapshots[_KEEP_SNAPSHOTS:]:
-            shutil.rmtree(old, ignore_errors=True)
 
     # --- refs (last good result per URI) --------------------------------------------------------
 
@@ -164,9 +158,9 @@ class Cache:
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
-    """Hard links cost no space; copy only where the filesystem cannot link."""
+    """Hard links cost no space and keep size and mtime, so an unchanged file looks unchanged to
+    the repository's fingerprints in every snapshot; a copy (no hard links) keeps them too."""
     try:
         os.link(source, target)
     except OSError:
-        shutil.copyfile(source, target)
-        target.chmod(0o444)
+        shutil.copy2(source, target)

@@ -36,7 +36,7 @@ class ServerProcess:
         startup_timeout: float = 60.0,
         wait_ready: bool = True,
     ) -> None:
-        self.repository = Path(repository)
+        self.repository = str(repository)  # a folder or a URI (s3://…)
         self.http_port = free_port()
         self.grpc_port = free_port()
         self.env = env or {}
@@ -65,7 +65,7 @@ class ServerProcess:
             "-m",
             "servekit",
             "serve",
-            str(self.repository),
+            self.repository,
             "--http-port",
             str(self.http_port),
             "--grpc-port",

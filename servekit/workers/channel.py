@@ -11,7 +11,8 @@ Each side writes only its own arena and reads only the peer's, and a link carrie
 at a time, so writes never race reads. Views handed out may outlive the exchange (a response
 kept by the caller, an input kept by a model): before writing again the reader tells the writer
 whether its arena is still referenced; if so the writer maps a fresh one and the old memory
-lives on, untouched, until its last view is garbage-collected. Memfds need no names and no
+lives on, untouched, until its last view is garbage-collected (arenas are never unmapped
+explicitly; the last reference to the mmap unmaps it). Memfds need no names and no
 cleanup: a crash frees them with the process.
 
 One SOCK_SEQPACKET record: ``HEAD`` (new arena size, body offset and length in the arena,
@@ -22,7 +23,6 @@ travels as the record's first file descriptor.
 from __future__ import annotations
 
 import array
-import contextlib
 import mmap
 import os
 import pickle
@@ -94,12 +94,6 @@ class Arena:
         mmap (CPython counts them exactly)."""
         return sys.getrefcount(self.mm) > self._baseline
 
-    def release(self) -> None:
-        """Unmap now unless views are alive; those keep the memory until they are freed."""
-        if not self.borrowed:
-            with contextlib.suppress(BufferError):  # a view appeared meanwhile: GC frees it
-                self.mm.close()
-
 
 class Channel:
     """One end of a link: packs what it sends into its own arena, unpacks the peer's."""
@@ -165,8 +159,6 @@ class Channel:
         size = max(need, MIN_ARENA)
         if arena is not None and arena.size < need:
             size = max(size, 2 * arena.size)  # grow geometrically: few re-maps for rising sizes
-        if arena is not None:
-            arena.release()
         self._out, fd = Arena.create(size)
         self._drop_out = False
         return self._out, fd
@@ -187,8 +179,6 @@ class Channel:
                 arena = Arena(fd, new_size)
             finally:
                 os.close(fd)
-            if self._in is not None:
-                self._in.release()
             self._in = arena
         if flags & BODY_IN_ARENA:
             mm = self._mapped()
@@ -216,9 +206,9 @@ class Channel:
         return self._in.mm
 
     def close(self) -> None:
-        for arena in (self._out, self._in):
-            if arena is not None:
-                arena.release()
+        """Drop this side's arenas. Never unmapped explicitly: numpy arrays over an mmap hold a
+        reference but no buffer export, so only the reference count knows when it is unused
+        (and an offloaded pack may still be writing); the last reference unmaps it."""
         self._out = self._in = None
 
 

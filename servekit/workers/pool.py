@@ -116,7 +116,10 @@ class WorkerPoolRuntime(Runtime):
             dict(parameters) if parameters is not None else None,
         )
         size = sum(getattr(a, "nbytes", 0) for a in args[0].values())
-        link = await self._acquire()
+        idle = self._idle
+        link = idle.popleft() if idle and not self._closing else None
+        if link is None or not link.alive:
+            link = await self._acquire()
         return await link.submit(args, offload=size > OFFLOAD_BYTES)
 
     def signature(self) -> Signature:

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -100,7 +101,7 @@ class S3Server:
     endpoint: str
     recording: Path
 
-    def client(self):  # noqa: ANN201 - boto3 clients have no importable type
+    def client(self) -> Any:
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
@@ -207,6 +208,54 @@ def test_serve_from_s3(s3: S3Server, bucket: str, tmp_path: Path) -> None:
     assert response.status_code == 200, response.text
     [predict] = [o for o in response.json()["outputs"] if o["name"] == "predict"]
     assert predict["data"] == expected.tolist()
+
+
+def test_server_serves_an_s3_uri_and_reuses_its_cache(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """`servekit serve s3://…` end to end: settings reach storage, a restart downloads nothing."""
+    env = {
+        "SERVEKIT_STORAGE_ENDPOINT_URL": s3.endpoint,
+        "SERVEKIT_STORAGE_KEY": "k",
+        "SERVEKIT_STORAGE_SECRET": "s",
+        "SERVEKIT_STORAGE_CACHE_DIR": str(tmp_path / "cache"),
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "OMP_NUM_THREADS": "1",
+    }
+    x = datasets.load_iris().data[:3].astype(np.float32)
+    body = {"inputs": [{"name": "input-0", "shape": [3, 4], "datatype": "FP32",
+                        "data": x.ravel().tolist()}]}  # fmt: skip
+
+    def serve_once() -> list:
+        with ServerProcess(f"s3://{bucket}/repo", env=env) as server:
+            response = httpx.post(f"{server.http_url}/v2/models/iris/infer", json=body,
+                                  timeout=30)  # fmt: skip
+        assert response.status_code == 200, response.text
+        return response.json()["outputs"][0]["data"]
+
+    first = serve_once()
+    gets_after_start = len(s3.object_gets(bucket))
+    second = serve_once()  # a restart on the same cache
+    assert first == second == train().predict(x).tolist()
+    assert gets_after_start == 2  # model.yaml and the artifact, downloaded once
+    assert len(s3.object_gets(bucket)) == gets_after_start  # the restart read only the cache
+
+
+def test_credentials_and_endpoint_from_the_environment(
+    s3: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing in StorageOptions: botocore's usual variables reach an S3-compatible store."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3.endpoint,
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    folder = materialize(f"s3://{bucket}/repo", tmp_path / "cache", StorageOptions())
+    assert files(folder) == ["iris/1/model.joblib", "iris/model.yaml"]
 
 
 def test_restart_reuses_the_cache(s3: S3Server, bucket: str, tmp_path: Path) -> None:

@@ -28,6 +28,12 @@ DEFAULTS = {
     "cold_start_timeout_seconds": 60.0,
     "management_api": True,
     "admin_token": None,
+    "storage_cache_dir": Path.home() / ".cache" / "servekit",
+    "storage_endpoint_url": None,
+    "storage_key": None,
+    "storage_secret": None,
+    "storage_anon": False,
+    "storage_max_archive_bytes": 8 * 1024**3,
     "graceful_shutdown_seconds": 10.0,
 }
 

@@ -99,11 +99,21 @@ def test_changed_object_is_downloaded_alone(memfs: type[MemoryFileSystem], tmp_p
     assert (first / "iris/1/model.joblib").read_bytes() == b"version one weights"  # kept
 
 
-def test_old_snapshots_are_pruned(memfs: type[MemoryFileSystem], tmp_path: Path) -> None:
-    for i in range(4):
-        memfs(skip_instance_cache=True).pipe("/repo/iris/1/model.joblib", b"w" * (i + 1))
-        latest, _ = sync(memfs, tmp_path)
-    assert len(list(latest.parent.iterdir())) == 2
+def test_unchanged_files_keep_their_stat_across_snapshots(
+    memfs: type[MemoryFileSystem], tmp_path: Path
+) -> None:
+    """The repository scan fingerprints (relative path, size, mtime): an unchanged model must look
+    unchanged in a new snapshot, or every remote change would reload every model."""
+    first, _ = sync(memfs, tmp_path)
+    memfs(skip_instance_cache=True).pipe("/repo/other/1/model.joblib", b"another model")
+    second, _ = sync(memfs, tmp_path)
+    assert second != first
+    for name in ("iris/model.yaml", "iris/1/model.joblib"):
+        old, new = (first / name).stat(), (second / name).stat()
+        assert (old.st_size, old.st_mtime_ns) == (new.st_size, new.st_mtime_ns)
+    before = {m.name: [v.fingerprint for v in m.versions] for m in scan_repository(first)}
+    after = {m.name: [v.fingerprint for v in m.versions] for m in scan_repository(second)}
+    assert after["iris"] == before["iris"]
 
 
 def test_content_key_prefers_the_stores_identity() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -136,3 +138,38 @@ def test_without_a_worker_or_zygote_requests_get_503_after_restart_wait(probe_po
         assert result["y"].tolist() == [1.0]
 
     run(scenario)
+
+
+SERVER = """
+import asyncio, sys
+from pathlib import Path
+from servekit.runtimes import ModelSpec
+from servekit.workers import WorkerPoolRuntime
+
+async def main():
+    pool = WorkerPoolRuntime("custom", ModelSpec("probe", "1", Path(sys.argv[1])), 2)
+    await pool.load()
+    print(*pool.pids, pool.zygote_pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_workers_exit_when_the_server_dies_without_unloading(probe_pool):
+    model = probe_pool(1).spec.path
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(model)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        pids = [int(p) for p in server.stdout.readline().split()]
+        assert len(pids) == 3 and all(process_exists(pid) for pid in pids)
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()
+    deadline = time.monotonic() + 10
+    while any(process_exists(pid) for pid in pids):
+        assert time.monotonic() < deadline, "worker processes outlived the server"
+        time.sleep(0.05)
