@@ -92,16 +92,21 @@ class ModelLoader:
         try:
             verify_artifacts(version.directory or source.path, source.config.sha256)
             runtime_cls = resolve_runtime(version.format or "")
-            runtime = runtime_cls(
-                ModelSpec(
-                    name=source.name,
-                    version=version.version,
-                    path=version.artifact or source.path,
-                    parameters=dict(source.config.parameters),
-                    inputs=handle.inputs or None,
-                    outputs=handle.outputs or None,
-                )
+            spec = ModelSpec(
+                name=source.name,
+                version=version.version,
+                path=version.artifact or source.path,
+                parameters=dict(source.config.parameters),
+                inputs=handle.inputs or None,
+                outputs=handle.outputs or None,
             )
+            instances = source.config.worker_count()
+            if instances:  # copies in worker processes, forked from one loaded model
+                from servekit.workers import WorkerPoolRuntime
+
+                runtime: Runtime = WorkerPoolRuntime(runtime_cls, spec, instances)
+            else:
+                runtime = runtime_cls(spec)
             await self._executor.run(runtime.load)
             signature = runtime.signature()
         except Exception as exc:  # noqa: BLE001 - any load failure belongs to this model only
@@ -110,7 +115,7 @@ class ModelLoader:
             logger.exception("model %s version %s failed to load", handle.name, handle.version)
             return
         handle.runtime = runtime
-        handle.platform = source.config.platform or runtime_cls.platform
+        handle.platform = source.config.platform or runtime.platform
         handle.inputs = handle.inputs or signature.inputs
         handle.outputs = handle.outputs or signature.outputs
         handle.predict = await self._bind_predict(handle, runtime, source.config.execution)
@@ -137,7 +142,7 @@ class ModelLoader:
                     preferred_batch_sizes=tuple(batching.preferred_batch_sizes),
                     max_queue_size=batching.max_queue_size,
                     timeout_ms=batching.timeout_ms,
-                    concurrency=max(source.config.instances, 1),
+                    concurrency=max(source.config.worker_count(), 1),
                 ),
                 model=handle.name,
                 on_batch=self._metrics.batch_size.labels(handle.name, handle.version).observe,

@@ -162,10 +162,10 @@ class ModelConfig(BaseModel):
         "'event_loop' (inline, for calls of a few hundred microseconds), or 'auto' (inline when "
         "a warm-up call from the signature takes under 2 ms, else threads).",
     )
-    instances: int = Field(
+    instances: int | Literal["auto"] = Field(
         default=0,
-        ge=0,
-        description="Worker processes running copies of the model (0: in the server process).",
+        description="Worker processes serving the model, forked from one loaded copy "
+        "(0: in the server process; 'auto': one per CPU).",
     )
     lineage: dict[str, Any] = Field(default_factory=dict)
 
@@ -180,6 +180,20 @@ class ModelConfig(BaseModel):
     @classmethod
     def _label_versions_as_strings(cls, value: Any) -> Any:
         return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("instances")
+    @classmethod
+    def _non_negative(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("instances is 0 or more, or 'auto'")
+        return value
+
+    def worker_count(self) -> int:
+        if self.instances == "auto":
+            from servekit.workers import default_instances
+
+            return default_instances()
+        return int(self.instances)
 
     def policy(self) -> VersionPolicy:
         if self.version_policy is not None:
