@@ -17,6 +17,20 @@ from servekit.types.tensors import datatype_of
 PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
 
+# Classifiers whose predict() is, by construction, the class of the largest predict_proba()
+# (ties broken towards the first class in both). For them one call answers both outputs.
+# Not listed on purpose: SVC (Platt scaling can disagree with its decision function).
+ARGMAX_CLASSIFIERS = frozenset({
+    "DecisionTreeClassifier", "ExtraTreeClassifier", "ExtraTreesClassifier",
+    "RandomForestClassifier", "GradientBoostingClassifier", "HistGradientBoostingClassifier",
+    "LogisticRegression", "MLPClassifier", "GaussianNB", "MultinomialNB", "BernoulliNB",
+})  # fmt: skip
+
+
+def _final_estimator(model: Any) -> Any:
+    steps = getattr(model, "steps", None)  # a Pipeline: its last step decides
+    return steps[-1][1] if steps else model
+
 
 class SKLearnRuntime(Runtime):
     platform = "sklearn"
@@ -26,6 +40,9 @@ class SKLearnRuntime(Runtime):
 
         self._model = joblib.load(self.spec.path)
         self._has_proba = hasattr(self._model, "predict_proba")
+        final = _final_estimator(self._model)
+        self._classes = getattr(final, "classes_", None)
+        self._argmax = self._has_proba and type(final).__name__ in ARGMAX_CLASSIFIERS
 
     def predict(
         self,
@@ -36,11 +53,13 @@ class SKLearnRuntime(Runtime):
         features = single_input(inputs)
         wanted = outputs if outputs is not None else self._output_names()
         result: dict[str, np.ndarray] = {}
-        if PREDICT in wanted:
-            result[PREDICT] = np.asarray(self._model.predict(features))
         if PREDICT_PROBA in wanted and self._has_proba:
             result[PREDICT_PROBA] = np.asarray(self._model.predict_proba(features))
-        return result
+            if PREDICT in wanted and self._argmax:  # half the work: one call, both outputs
+                result[PREDICT] = self._classes[result[PREDICT_PROBA].argmax(axis=1)]
+        if PREDICT in wanted and PREDICT not in result:
+            result[PREDICT] = np.asarray(self._model.predict(features))
+        return {name: result[name] for name in (PREDICT, PREDICT_PROBA) if name in result}
 
     def _output_names(self) -> list[str]:
         return [PREDICT, PREDICT_PROBA] if self._has_proba else [PREDICT]

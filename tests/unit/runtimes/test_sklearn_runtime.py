@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import warnings
+
 import joblib
 import numpy as np
+import pytest
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -58,3 +61,50 @@ def test_one_tensor_per_feature_is_stacked_as_columns(tmp_path, load_runtime):
     columns = {f"f{i}": X[:, i] for i in range(4)}
 
     np.testing.assert_array_equal(runtime.predict(columns)["predict"], model.predict(X))
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        "LogisticRegression",
+        "RandomForestClassifier",
+        "MLPClassifier",
+        "GaussianNB",
+        "PipelineLogisticRegression",
+        "BinaryLogisticRegression",
+    ],
+)
+def test_one_proba_call_gives_exactly_sklearns_predict(estimator, tmp_path, load_runtime):
+    """predict is derived from predict_proba only where sklearn defines it that way: the
+    answers must equal the estimator's own predict, row for row."""
+    import joblib
+    from sklearn.datasets import load_iris, make_classification
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_iris(return_X_y=True)
+    models = {
+        "LogisticRegression": lambda: LogisticRegression(max_iter=500),
+        "RandomForestClassifier": lambda: RandomForestClassifier(n_estimators=10, random_state=0),
+        "MLPClassifier": lambda: MLPClassifier((16,), max_iter=300, random_state=0),
+        "GaussianNB": GaussianNB,
+        "PipelineLogisticRegression": lambda: make_pipeline(
+            StandardScaler(), LogisticRegression(max_iter=500)
+        ),
+        "BinaryLogisticRegression": lambda: LogisticRegression(max_iter=500),
+    }
+    if estimator == "BinaryLogisticRegression":
+        X, y = make_classification(n_samples=300, n_features=6, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter from tiny training budgets
+        model = models[estimator]().fit(X, y)
+    path = tmp_path / "model.joblib"
+    joblib.dump(model, path)
+    runtime = load_runtime("sklearn", path)
+    result = runtime.predict({"input-0": X})
+    np.testing.assert_array_equal(result["predict"], model.predict(X))
+    np.testing.assert_allclose(result["predict_proba"], model.predict_proba(X))
