@@ -43,9 +43,13 @@ MAX_FDS = 4
 ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 ALIGN = 64
 MIN_ARENA = 1 << 20
+KEEP_ARENA = 64 << 20
+"""Arenas up to this size are kept whatever the next message needs; larger ones are replaced
+by a smaller one when a message needs less than a quarter of them."""
 PLAIN_KINDS = frozenset("biufcmM")
 
 HEAD = struct.Struct("<QQQB")
+FLAGS_AT = 24
 PEER_ARENA_BORROWED = 1
 BODY_IN_ARENA = 2
 
@@ -105,9 +109,10 @@ class Channel:
 
     def pack(
         self, message: tuple, tensors: Mapping[str, Any] | None = None
-    ) -> tuple[bytes, list[int]]:
+    ) -> tuple[bytearray, list[int]]:
         """The record and the fds to attach (a new arena's; the caller closes them once sent).
-        On the other side ``unpack`` returns ``message`` and ``tensors``."""
+        On the other side ``unpack`` returns ``message`` and ``tensors``. ``seal`` the record
+        before sending it."""
         encoded: list[tuple] | None = None
         large: list[tuple[int, np.ndarray]] = []
         used = 0
@@ -128,10 +133,6 @@ class Channel:
                     used += _align(array.nbytes)
         body = pickle.dumps((message, encoded), protocol=5)
         flags = 0
-        if self._in is not None and self._in.borrowed:
-            # Our views of the peer's arena are still alive: it must write somewhere else.
-            flags |= PEER_ARENA_BORROWED
-            self._in = None
         fds: list[int] = []
         new_size = body_offset = body_length = 0
         if len(body) > BODY_INLINE_MAX:
@@ -150,11 +151,29 @@ class Channel:
             if flags & BODY_IN_ARENA:
                 arena.mm[body_offset : body_offset + body_length] = body
                 body = b""
-        return HEAD.pack(new_size, body_offset, body_length, flags) + body, fds
+        record = bytearray(HEAD.size + len(body))
+        HEAD.pack_into(record, 0, new_size, body_offset, body_length, flags)
+        record[HEAD.size :] = body
+        return record, fds
+
+    def seal(self, record: bytearray) -> None:
+        """Tell the peer, in ``record``, whether our views of its arena are still alive (then
+        it must write its next message elsewhere). Call it once the arrays just packed are
+        dropped: they may be such views (a model that returns its input)."""
+        if self._in is not None and self._in.borrowed:
+            record[FLAGS_AT] |= PEER_ARENA_BORROWED
+            self._in = None
 
     def _arena_for(self, need: int) -> tuple[Arena, int | None]:
         arena = self._out
-        if arena is not None and arena.size >= need and not self._drop_out:
+        # Reuse it unless the peer still reads it, it is too small, or it is huge and mostly
+        # unused (one huge request must not pin that memory in both processes for good).
+        if (
+            arena is not None
+            and not self._drop_out
+            and arena.size >= need
+            and (arena.size <= KEEP_ARENA or 4 * need >= arena.size)
+        ):
             return arena, None
         size = max(need, MIN_ARENA)
         if arena is not None and arena.size < need:
@@ -212,7 +231,7 @@ class Channel:
         self._out = self._in = None
 
 
-def send(sock: socket.socket, record: bytes, fds: Sequence[int]) -> None:
+def send(sock: socket.socket, record: bytes | bytearray, fds: Sequence[int]) -> None:
     if fds:
         socket.send_fds(sock, [record], list(fds))
     else:

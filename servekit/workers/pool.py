@@ -78,6 +78,7 @@ class WorkerPoolRuntime(Runtime):
         self._exit_codes: dict[int, asyncio.Future[int]] = {}
         self._young_deaths: dict[int, int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._reporting: set[WorkerLink] = set()  # dead, their crash report not yet sent
         self._all_started: asyncio.Future[None] | None = None
         self._closing = False
 
@@ -89,7 +90,8 @@ class WorkerPoolRuntime(Runtime):
         self._all_started = loop.create_future()
         self._zygote = ZygoteProcess(self.target, self.spec, self)
         try:
-            self._signature, self.platform = await self._zygote.start()
+            # Known only now, from the zygote: shadows the class attribute for this instance.
+            self._signature, self.platform = await self._zygote.start()  # type: ignore[misc]
             for slot in range(self.instances):
                 self._zygote.fork(slot)
             await self._all_started
@@ -133,11 +135,12 @@ class WorkerPoolRuntime(Runtime):
         self._wake_waiters()
         for task in list(self._tasks):
             task.cancel()
-        gone = Unavailable(f"{self._model()} was unloaded before the request completed")
-        links = list(self._links.values())
+        gone = self._unloaded()
+        links = [*self._links.values(), *self._reporting]
         for link in links:
             link.close(gone)
         self._links.clear()
+        self._reporting.clear()
         self._idle.clear()
         if self._zygote is not None:
             await self._zygote.stop(self.stop_grace)
@@ -183,18 +186,19 @@ class WorkerPoolRuntime(Runtime):
             self._waiters.append(waiter)
             try:
                 async with asyncio.timeout(timeout):
-                    link = await waiter
+                    handed = await waiter
             except TimeoutError:
                 continue  # the deadline check above raises
             except BaseException:
-                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                    self._on_idle(waiter.result())  # handed over as we were cancelled
+                late = waiter.result() if waiter.done() and not waiter.cancelled() else None
+                if late is not None:
+                    self._on_idle(late)  # handed over as we were cancelled
                 raise
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
-            if link is not None and link.alive:
-                return link
+            if handed is not None and handed.alive:
+                return handed
 
     def _on_idle(self, link: WorkerLink) -> None:
         if not link.alive or self._closing:
@@ -214,6 +218,9 @@ class WorkerPoolRuntime(Runtime):
 
     def _model(self) -> str:
         return f"model '{self.spec.name}' version '{self.spec.version}'"
+
+    def _unloaded(self) -> Unavailable:
+        return Unavailable(f"{self._model()} was unloaded before the request completed")
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -270,7 +277,10 @@ class WorkerPoolRuntime(Runtime):
         if not self._links:
             self._wake_waiters()  # they now wait at most restart_wait
         if self._closing:
+            link.fail(self._unloaded())
+            link.kill()
             return
+        self._reporting.add(link)
         self._spawn(self._report_and_restart(link))
 
     async def _report_and_restart(self, link: WorkerLink) -> None:
@@ -285,6 +295,7 @@ class WorkerPoolRuntime(Runtime):
         link.kill()
         what = f"{self._model()} worker {link.slot} (pid {link.pid}) {describe_exit(code)}"
         link.fail(Unavailable(f"{what}; the request was not completed"))
+        self._reporting.discard(link)
         young = time.monotonic() - link.started < YOUNG
         delay = self._backoff(link.slot, young)
         logger.error("%s; restarting it%s", what, f" in {delay:.1f}s" if delay else "")

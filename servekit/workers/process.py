@@ -156,6 +156,7 @@ class ZygoteProcess:
     def _send(self, message: tuple) -> None:
         assert self._sock is not None
         record, fds = self._channel.pack(message)
+        self._channel.seal(record)
         try:
             send(self._sock, record, fds)
         finally:
@@ -173,7 +174,13 @@ class ZygoteProcess:
             self._close_link()
             self._reaper = asyncio.get_running_loop().create_task(self._reap())
             return
-        message, _, extra = self._channel.unpack(record, fds)
+        try:
+            message, _, extra = self._channel.unpack(record, fds)
+        except Exception as exc:  # noqa: BLE001 - cannot happen unless versions differ
+            logger.exception("model %s: unreadable message from the zygote", self._spec.name)
+            if self._loaded is not None and not self._loaded.done():
+                self._loaded.set_exception(exc)
+            return
         kind = message[0]
         if kind == "forked":
             self._events.on_forked(self, message[1], message[2], socket.socket(fileno=extra[0]))
@@ -266,6 +273,7 @@ class WorkerLink:
     def _send(self, args: tuple) -> None:
         inputs, outputs, parameters = args
         record, fds = self._channel.pack((PREDICT, outputs, parameters), inputs)
+        self._channel.seal(record)
         try:
             send(self._sock, record, fds)
         finally:
@@ -298,20 +306,22 @@ class WorkerLink:
             self._on_lost(self)
             return
         future, self._pending = self._pending, None
+        result: Any = None
+        error: BaseException | None = None
         try:
             (status, payload), tensors, extra = self._channel.unpack(record, fds)
             close_fds(extra)
             if status == OK:
-                outcome = tensors if tensors is not None else payload
+                result = tensors if tensors is not None else payload
             else:
-                outcome = payload.rebuild()
+                error = payload.rebuild()
         except Exception as exc:  # noqa: BLE001 - e.g. outputs the server cannot unpickle
-            status, outcome = None, exc
+            error = exc
         if future is not None and not future.done():
-            if status == OK:
-                future.set_result(outcome)
+            if error is None:
+                future.set_result(result)
             else:
-                future.set_exception(outcome)
+                future.set_exception(error)
         self._on_idle(self)
 
     def fail(self, exc: BaseException) -> None:

@@ -65,21 +65,28 @@ class RemoteError:
         kind = type(exc)
         return cls(kind.__module__, kind.__qualname__, str(exc), text, pickled)
 
-    def rebuild(self) -> BaseException:
-        exc: BaseException | None = None
+    def rebuild(self) -> Exception:
+        """The exception to raise in the server. SystemExit and KeyboardInterrupt (not
+        ``Exception``s) become stand-ins: raised as they are, they would stop the server."""
+        unpickled: object = None
         if self.pickled is not None:
             try:
-                exc = pickle.loads(self.pickled)
+                unpickled = pickle.loads(self.pickled)
             except Exception:  # noqa: BLE001 - e.g. a class from the user's model.py
-                exc = None
-        if not isinstance(exc, BaseException) or not _same_text(exc, self.message):
+                unpickled = None
+        if isinstance(unpickled, Exception) and _faithful(unpickled, self.message):
+            exc: Exception = unpickled
+        else:
             exc = _standin(self.module, self.name)(self.message)
         exc.__cause__ = RemoteTraceback(f'\n"""\n{self.traceback}"""')
         return exc
 
 
-def _same_text(exc: BaseException, message: str) -> bool:
-    """Some exceptions unpickle with different arguments; then the stand-in is more faithful."""
+def _faithful(exc: Exception, message: str) -> bool:
+    """Whether the unpickled exception can be raised as it is: not when it unpickled with
+    other arguments, nor StopIteration (a future refuses it; a coroutine would misread it)."""
+    if isinstance(exc, StopIteration | StopAsyncIteration):
+        return False
     try:
         return str(exc) == message
     except Exception:  # noqa: BLE001

@@ -49,10 +49,10 @@ def serve(runtime: Runtime, sock: socket.socket) -> None:
     receive = Receiver(sock)
     try:
         while True:
-            record, fds = receive()
-            if not record:
+            received, fds = receive()
+            if not received:
                 return
-            (op, outputs, parameters), inputs, extra = channel.unpack(record, fds)
+            (op, outputs, parameters), inputs, extra = channel.unpack(received, fds)
             close_fds(extra)
             if op != PREDICT:
                 return
@@ -65,11 +65,17 @@ def serve(runtime: Runtime, sock: socket.socket) -> None:
                     reply = ((OK, result), None)
             except BaseException as exc:  # noqa: BLE001 - a model error is an answer, not a crash
                 reply = ((ERROR, RemoteError.capture(exc)), None)
-            # Drop the request's arrays before packing, so the channel sees whether the model
-            # kept a reference to them (then the server must not overwrite that memory).
-            del inputs, parameters, result
-            record, fds = channel.pack(*reply)
-            del reply
+            del inputs, parameters
+            try:
+                record, fds = channel.pack(*reply)
+            except Exception as exc:  # noqa: BLE001 - e.g. outputs that cannot be pickled
+                reply = ((ERROR, RemoteError.capture(exc)), None)
+                record, fds = channel.pack(*reply)
+            # Drop the arrays (the outputs may be views of the request) before sealing, so the
+            # channel sees whether the model kept the inputs: then the server must not
+            # overwrite that memory with the next request.
+            del reply, result
+            channel.seal(record)
             try:
                 send(sock, record, fds)
             finally:

@@ -71,6 +71,7 @@ def _send(
     link: socket.socket, channel: Channel, message: tuple, extra_fds: Sequence[int] = ()
 ) -> None:
     record, fds = channel.pack(message)
+    channel.seal(record)
     try:
         send(link, record, [*fds, *extra_fds])
     finally:
@@ -89,13 +90,16 @@ class Zygote:
         self._selector.register(link, selectors.EVENT_READ)
 
     def run(self) -> None:
-        while True:
-            for key, _ in self._selector.select():
-                if key.fileobj is self._link:
-                    if not self._command():
-                        return
-                else:
-                    self._reap(key.data)
+        try:
+            while True:
+                for key, _ in self._selector.select():
+                    if key.fileobj is self._link:
+                        if not self._command():
+                            return
+                    else:
+                        self._reap(key.data)
+        except OSError:  # the link to the server broke mid-message: it is gone
+            self._stop(LOST_PARENT_GRACE, report=False)
 
     def _command(self) -> bool:
         """Handle one message from the server; False once it is time to exit."""
@@ -164,7 +168,8 @@ class Zygote:
     def _stop(self, grace: float, report: bool) -> None:
         """Wait for the workers (their links are closed, so they exit when idle), kill what
         remains after ``grace``, then unload the model."""
-        self._selector.unregister(self._link)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(self._link)
         deadline = time.monotonic() + grace
         while self._children and (left := deadline - time.monotonic()) > 0:
             for key, _ in self._selector.select(left):

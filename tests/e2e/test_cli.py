@@ -77,4 +77,4 @@ def test_predict_rejects_bad_data(server) -> None:
 def test_serve_refuses_a_missing_repository(tmp_path: Path) -> None:
     result = servekit("serve", str(tmp_path / "missing"), "--http-port", "0", "--grpc-port", "0")
     assert result.returncode == 2
-    assert "is not a folder" in result.stderr
+    assert "no such file or folder" in result.stderr

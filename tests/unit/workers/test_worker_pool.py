@@ -216,6 +216,39 @@ def test_model_exceptions_come_back_by_name_and_the_worker_keeps_serving(probe_p
     run(scenario)
 
 
+UNPICKLABLE = """
+import numpy as np
+
+import servekit
+
+
+class Odd(servekit.Model):
+    def predict(self, inputs):
+        if inputs["x"][0] > 0:
+            return {"y": np.array([lambda: 1], dtype=object)}
+        return {"y": inputs["x"]}
+"""
+
+
+def test_outputs_that_cannot_cross_are_a_model_error_not_a_crash(tmp_path):
+    spec = ModelSpec(name="odd", version="1", path=write_model(tmp_path, UNPICKLABLE))
+
+    async def scenario():
+        pool = WorkerPoolRuntime("custom", spec, 1)
+        await pool.load()
+        try:
+            pids = pool.pids
+            with pytest.raises(Exception, match="pickle"):
+                await pool.predict({"x": np.array([1.0])})
+            result = await pool.predict({"x": np.array([-1.0])})
+            assert pool.pids == pids
+        finally:
+            await pool.unload()
+        assert result["y"].tolist() == [-1.0]
+
+    run(scenario)
+
+
 def test_load_failure_raises_the_workers_error_and_leaves_no_process(tmp_path):
     (tmp_path / "model.joblib").write_bytes(b"this is not a pickle")
     spec = ModelSpec(name="corrupt", version="1", path=tmp_path / "model.joblib")
