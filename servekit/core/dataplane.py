@@ -144,7 +144,11 @@ class DataPlane:
                     raise ModelNotReady(handle.name, handle.version, handle.state.value)
                 await handle.activator(handle)  # scaled to zero: load it, bounded wait
             inputs = validate_inputs(handle.name, handle.inputs, request.inputs)
-            wanted = check_requested_outputs(handle.name, handle.outputs, request.outputs)
+            # Nothing requested: ask for the declared outputs only, so a runtime that can make
+            # more (predict_proba) does not compute what would be dropped.
+            wanted = check_requested_outputs(
+                handle.name, handle.outputs, request.outputs
+            ) or handle.output_names
             predict = handle.predict
             if predict is None:
                 raise ModelNotReady(handle.name, handle.version, handle.state.value)

@@ -40,6 +40,10 @@ class ModelHandle:
     """What the repository held when this version was loaded; a change means reload."""
 
     @property
+    def output_names(self) -> list[str] | None:
+        return [spec.name for spec in self.outputs] or None
+
+    @property
     def ready(self) -> bool:
         return self.state is ModelState.READY
 
