@@ -1,0 +1,1 @@
+"""Small servers the benchmark starts: ceilings (bare HTTP, bare gRPC) and peer model scripts."""
