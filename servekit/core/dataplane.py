@@ -146,9 +146,10 @@ class DataPlane:
             inputs = validate_inputs(handle.name, handle.inputs, request.inputs)
             # Nothing requested: ask for the declared outputs only, so a runtime that can make
             # more (predict_proba) does not compute what would be dropped.
-            wanted = check_requested_outputs(
-                handle.name, handle.outputs, request.outputs
-            ) or handle.output_names
+            wanted = (
+                check_requested_outputs(handle.name, handle.outputs, request.outputs)
+                or handle.output_names
+            )
             predict = handle.predict
             if predict is None:
                 raise ModelNotReady(handle.name, handle.version, handle.state.value)
