@@ -141,7 +141,7 @@ class ModelManager:
                 and not force
                 and handle.fingerprint == version_source.fingerprint
             )
-            if unchanged and handle is not None:
+            if unchanged:
                 handle.activator = self._activator(source)
                 continue
             await self._replace(source, version_source, handle)

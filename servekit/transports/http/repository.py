@@ -6,14 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from servekit.core.dataplane import DataPlane
 from servekit.errors import InvalidInput
 from servekit.transports.http.codecs import loads
-from servekit.transports.http.v2 import json_response
-
-
-def _dataplane(request: Request) -> DataPlane:
-    return request.app.state.dataplane
+from servekit.transports.http.v2 import dataplane_of, json_response
 
 
 def bearer_token(request: Request) -> str | None:
@@ -28,16 +23,16 @@ async def index(request: Request) -> Response:
     if not isinstance(document, dict):
         raise InvalidInput("request body must be a JSON object")
     ready_only = bool(document.get("ready", False))
-    return json_response(_dataplane(request).repository_index(bearer_token(request), ready_only))
+    return json_response(dataplane_of(request).repository_index(bearer_token(request), ready_only))
 
 
 async def load(request: Request) -> Response:
-    await _dataplane(request).load_model(request.path_params["name"], bearer_token(request))
+    await dataplane_of(request).load_model(request.path_params["name"], bearer_token(request))
     return json_response({})
 
 
 async def unload(request: Request) -> Response:
-    await _dataplane(request).unload_model(request.path_params["name"], bearer_token(request))
+    await dataplane_of(request).unload_model(request.path_params["name"], bearer_token(request))
     return json_response({})
 
 

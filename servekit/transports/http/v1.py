@@ -18,7 +18,7 @@ from starlette.routing import Route
 from servekit.core.dataplane import DataPlane
 from servekit.errors import InvalidInput
 from servekit.transports.http.codecs import JSON_CONTENT_TYPE, dumps, loads
-from servekit.transports.http.v2 import json_response, request_id
+from servekit.transports.http.v2 import dataplane_of, json_response, request_id
 from servekit.types.inference import InferenceRequest, RequestContext, RequestedOutput
 from servekit.types.metadata import TensorSpec
 from servekit.types.tensors import Tensor, datatype_of, to_json_data
@@ -26,17 +26,13 @@ from servekit.types.tensors import Tensor, datatype_of, to_json_data
 PROTOCOL = "rest-v1"
 
 
-def _dataplane(request: Request) -> DataPlane:
-    return request.app.state.dataplane
-
-
 async def list_models(request: Request) -> Response:
-    return json_response({"models": _dataplane(request).registry.names()})
+    return json_response({"models": dataplane_of(request).registry.names()})
 
 
 async def model_status(request: Request) -> Response:
     """KServe's ``{name, ready}`` and TF Serving's ``model_version_status`` in one answer."""
-    dataplane = _dataplane(request)
+    dataplane = dataplane_of(request)
     name = request.path_params["name"]
     version = request.path_params.get("version")
     default = dataplane.registry.get(name, version)

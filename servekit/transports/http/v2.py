@@ -23,7 +23,7 @@ def json_response(body: object, status: int = 200) -> Response:
     return Response(dumps(body), status_code=status, media_type=JSON_CONTENT_TYPE)
 
 
-def _dataplane(request: Request) -> DataPlane:
+def dataplane_of(request: Request) -> DataPlane:
     return request.app.state.dataplane
 
 
@@ -32,27 +32,27 @@ def _version(request: Request) -> str | None:
 
 
 async def server_metadata(request: Request) -> Response:
-    return json_response(_dataplane(request).metadata.to_dict())
+    return json_response(dataplane_of(request).metadata.to_dict())
 
 
 async def server_live(request: Request) -> Response:
-    live = _dataplane(request).live()
+    live = dataplane_of(request).live()
     return json_response({"live": live}, 200 if live else 503)
 
 
 async def server_ready(request: Request) -> Response:
-    ready = _dataplane(request).ready()
+    ready = dataplane_of(request).ready()
     return json_response({"ready": ready}, 200 if ready else 503)
 
 
 async def model_ready(request: Request) -> Response:
     name = request.path_params["name"]
-    ready = _dataplane(request).model_ready(name, _version(request))
+    ready = dataplane_of(request).model_ready(name, _version(request))
     return json_response({"name": name, "ready": ready}, 200 if ready else 503)
 
 
 async def model_metadata(request: Request) -> Response:
-    metadata = _dataplane(request).model_metadata(request.path_params["name"], _version(request))
+    metadata = dataplane_of(request).model_metadata(request.path_params["name"], _version(request))
     return json_response(metadata.to_dict())
 
 
