@@ -17,7 +17,9 @@ from servekit.core.loader import ModelLoader
 from servekit.core.manager import ManagerPolicy, ModelManager
 from servekit.core.registry import ModelRegistry
 from servekit.errors import ConfigError
+from servekit.observe.feedback import FeedbackService
 from servekit.observe.metrics import Metrics
+from servekit.observe.payloads.service import PayloadLog
 from servekit.repository.local import scan_repository
 from servekit.settings import Settings
 from servekit.storage import StorageOptions, materialize_async
@@ -57,12 +59,18 @@ class InferenceServer:
             ),
         )
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        self.payload_log = (
+            PayloadLog(settings.payload_log, self.metrics.registry)
+            if settings.payload_log.enabled
+            else None
+        )
         self.dataplane = DataPlane(
             self.registry,
             self.metrics,
             strict_readiness=settings.strict_readiness,
             manager=self.manager if settings.management_api else None,
             admin_token=token,
+            payload_log=self.payload_log,
         )
         self._stop = asyncio.Event()
         self.http_port: int | None = None
@@ -71,7 +79,16 @@ class InferenceServer:
     async def serve(self) -> None:
         settings = self.settings
         scan_repository(await self._resolve_repository())  # fail fast on a bad repository
-        app = create_app(self.dataplane, self.metrics, settings)
+        if self.payload_log is not None:
+            self.payload_log.start()
+        feedback = FeedbackService(
+            self.payload_log,
+            self.registry,
+            self.metrics.registry,
+            settings.payload_log.performance_windows_seconds,
+        )
+        app = create_app(self.dataplane, self.metrics, settings, feedback)
+        refresher = asyncio.create_task(feedback.refresh_forever())
         http = _UvicornServer(
             uvicorn.Config(
                 app,
@@ -117,7 +134,10 @@ class InferenceServer:
         if grpc_server is not None:
             await grpc_server.stop(settings.graceful_shutdown_seconds)
         await http_task
+        refresher.cancel()
         await self.manager.stop()
+        if self.payload_log is not None:
+            await asyncio.to_thread(self.payload_log.stop)
         self.executor.shutdown()
 
     async def _resolve_repository(self) -> Path:

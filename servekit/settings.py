@@ -20,12 +20,15 @@ from pydantic_settings import (
 )
 
 from servekit.errors import ConfigError
+from servekit.observe.payloads.config import PayloadLogSettings
 
 CONFIG_FILE_ENV = "SERVEKIT_CONFIG"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SERVEKIT_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="SERVEKIT_", env_nested_delimiter="__", extra="forbid"
+    )
 
     model_repository: str | None = Field(
         default=None,
@@ -96,6 +99,10 @@ class Settings(BaseSettings):
     )
     graceful_shutdown_seconds: float = Field(
         default=10.0, ge=0, description="How long in-flight requests may finish on shutdown."
+    )
+    payload_log: PayloadLogSettings = Field(
+        default_factory=PayloadLogSettings,
+        description="Payload logging: spool, embedded store, sinks (see the README).",
     )
 
     @classmethod

@@ -10,7 +10,9 @@ import hmac
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from servekit import __version__
 from servekit.core.lifecycle import ModelState
@@ -28,6 +30,9 @@ from servekit.errors import (
 from servekit.observe.metrics import UNKNOWN_MODEL, Metrics
 from servekit.types.inference import InferenceRequest, InferenceResponse, RequestContext
 from servekit.types.metadata import ModelMetadata, ServerMetadata
+
+if TYPE_CHECKING:
+    from servekit.observe.payloads.service import PayloadLog
 
 logger = logging.getLogger("servekit.dataplane")
 request_logger = logging.getLogger("servekit.requests")
@@ -50,8 +55,10 @@ class DataPlane:
         strict_readiness: bool = True,
         manager: ModelManager | None = None,
         admin_token: str | None = None,
+        payload_log: PayloadLog | None = None,
     ) -> None:
         self._registry = registry
+        self.payload_log = payload_log
         self._metrics = metrics
         self._manager = manager
         self._admin_token = admin_token
@@ -105,9 +112,13 @@ class DataPlane:
 
     # -- model control (the repository extension) --------------------------------------------
 
-    def _authorize(self, token: str | None) -> ModelManager:
+    def check_admin(self, token: str | None, what: str = "the model control API") -> None:
+        """Raise Unauthenticated unless ``token`` is the admin token (when one is set)."""
         if self._admin_token and not hmac.compare_digest(token or "", self._admin_token):
-            raise Unauthenticated("the model control API needs the admin token")
+            raise Unauthenticated(f"{what} needs the admin token")
+
+    def _authorize(self, token: str | None) -> ModelManager:
+        self.check_admin(token)
         if self._manager is None:
             raise Unavailable("model control is not available on this server")
         return self._manager
@@ -132,13 +143,17 @@ class DataPlane:
         context: RequestContext,
     ) -> InferenceResponse:
         started = time.perf_counter()
+        started_wall = time.time()
         model_label, version_label, status = UNKNOWN_MODEL, "", "ok"
-        in_flight = None
+        in_flight = handle = decoded = response = None
+        error: ServekitError | None = None
         try:
             handle = self._registry.get(name, version or None)
             model_label, version_label = handle.name, handle.version
-            if callable(request):
-                request = request()
+            decoded = request = request() if callable(request) else request
+            context.request_id = request.id or context.request_id or str(uuid.uuid4())
+            if self.payload_log is not None:
+                self.payload_log.admit()
             if not handle.ready:
                 if handle.activator is None or handle.state not in _WAKEABLE:
                     raise ModelNotReady(handle.name, handle.version, handle.state.value)
@@ -170,19 +185,21 @@ class DataPlane:
             finally:
                 handle.in_flight -= 1
             outputs = build_outputs(handle.name, handle.outputs, produced, request.outputs)
-            return InferenceResponse(
+            response = InferenceResponse(
                 model_name=handle.name,
                 model_version=handle.version,
-                id=request.id,
+                id=context.request_id,
                 outputs=outputs,
             )
+            return response
         except ServekitError as exc:
-            status = exc.code.name.lower()
+            status, error = exc.code.name.lower(), exc
             if isinstance(exc, ModelNotFound):
                 model_label = UNKNOWN_MODEL
             raise
         except Exception:
             status = "internal"
+            error = InferenceError("internal server error")
             logger.exception("unexpected error serving model %s", name)
             raise
         finally:
@@ -192,6 +209,13 @@ class DataPlane:
             self._metrics.observe_request(
                 model_label, version_label, context.protocol, status, elapsed
             )
+            if context.request_id is None:
+                context.request_id = str(uuid.uuid4())
+            if self.payload_log is not None:
+                self._log_payload(
+                    handle, name, version, decoded, response, context, started_wall, elapsed,
+                    status, error,
+                )  # fmt: skip
             if request_logger.isEnabledFor(logging.DEBUG):
                 request_logger.debug(
                     "infer",
@@ -204,3 +228,36 @@ class DataPlane:
                         "duration_ms": round(elapsed * 1000, 3),
                     },
                 )
+
+    def _log_payload(
+        self,
+        handle: ModelHandle | None,
+        name: str,
+        version: str | None,
+        request: InferenceRequest | None,
+        response: InferenceResponse | None,
+        context: RequestContext,
+        started_wall: float,
+        elapsed: float,
+        status: str,
+        error: ServekitError | None,
+    ) -> None:
+        """Hand the inference to the payload log; a logging failure never fails the request."""
+        try:
+            self.payload_log.record(  # type: ignore[union-attr]
+                handle.payload_log if handle is not None else None,
+                event_id=context.request_id or "",
+                model=handle.name if handle is not None else name,
+                version=handle.version if handle is not None else (version or ""),
+                protocol=context.protocol,
+                started=started_wall,
+                latency_ms=elapsed * 1000.0,
+                status=status,
+                http_status=error.code.http_status if error is not None else 200,
+                error=error.message if error is not None else None,
+                inputs=request.inputs if request is not None else None,
+                outputs=response.outputs if response is not None else None,
+                parameters=request.parameters if request is not None else {},
+            )
+        except Exception:  # noqa: BLE001 - logged loudly, never the client's problem
+            logger.exception("payload log: could not record inference %s", context.request_id)

@@ -41,6 +41,8 @@ class ModelLoader:
             outputs=[t.to_spec() for t in source.config.outputs or []],
             lineage=dict(source.config.lineage),
             fingerprint=version.fingerprint,
+            payload_log=source.config.payload_log,
+            feedback=source.config.feedback,
         )
         error = source.error or version.error
         if error:

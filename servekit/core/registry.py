@@ -38,6 +38,10 @@ class ModelHandle:
     loaded_at: float = 0.0
     fingerprint: str = ""
     """What the repository held when this version was loaded; a change means reload."""
+    payload_log: Any = None
+    """``model.yaml``'s payload_log section (observe.payloads.config.ModelPayloadLog)."""
+    feedback: Any = None
+    """``model.yaml``'s feedback section (observe.payloads.config.FeedbackConfig)."""
 
     @property
     def output_names(self) -> list[str] | None:

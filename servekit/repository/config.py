@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from servekit.errors import ConfigError
+from servekit.observe.payloads.config import FeedbackConfig, ModelPayloadLog
 from servekit.types.metadata import TensorSpec
 from servekit.types.tensors import DATATYPES
 
@@ -166,6 +167,12 @@ class ModelConfig(BaseModel):
         default=0,
         description="Worker processes serving the model, forked from one loaded copy "
         "(0: in the server process; 'auto': one per CPU).",
+    )
+    payload_log: ModelPayloadLog | None = Field(
+        default=None, description="Payload logging of this model: enabled, sample_rate, redact."
+    )
+    feedback: FeedbackConfig | None = Field(
+        default=None, description="How ground truth is compared with predictions."
     )
     lineage: dict[str, Any] = Field(default_factory=dict)
 

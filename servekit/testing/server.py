@@ -7,6 +7,7 @@ with ServerProcess("examples/models") as server:
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,8 +36,13 @@ class ServerProcess:
         args: list[str] | None = None,
         startup_timeout: float = 60.0,
         wait_ready: bool = True,
+        data_dir: str | Path | None = None,
     ) -> None:
+        """``data_dir`` holds the payload log (spool and store); by default a fresh temporary
+        folder that is removed on stop. Pass the same folder to a second server to restart."""
         self.repository = str(repository)  # a folder or a URI (s3://…)
+        self._own_data_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="servekit-data-"))
         self.http_port = free_port()
         self.grpc_port = free_port()
         self.env = env or {}
@@ -72,7 +78,12 @@ class ServerProcess:
             str(self.grpc_port),
             *self.args,
         ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "SERVEKIT_PAYLOAD_LOG__DIRECTORY": str(self.data_dir),
+            **self.env,
+        }
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=env
         )
@@ -108,6 +119,14 @@ class ServerProcess:
                 return self.process.wait()
         finally:
             self._log.close()
+            if self._own_data_dir:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs (crash tests)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def __enter__(self) -> ServerProcess:
         return self.start()

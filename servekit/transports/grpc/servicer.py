@@ -61,6 +61,8 @@ class InferenceServicer:
             partial(converters.to_request, request),  # decode errors count with the model
             request_context,
         )
+        if request_context.request_id and request_context.request_id.isascii():
+            context.set_trailing_metadata((("x-request-id", request_context.request_id),))
         return converters.from_response(response, raw=converters.wants_raw_output(request))
 
     # -- model repository extension ----------------------------------------------------------

@@ -14,9 +14,10 @@ from starlette.routing import Route
 
 from servekit.core.dataplane import DataPlane
 from servekit.errors import ServekitError
+from servekit.observe.feedback import FeedbackService
 from servekit.observe.metrics import Metrics
 from servekit.settings import Settings
-from servekit.transports.http import repository, v1, v2
+from servekit.transports.http import observe, repository, v1, v2
 from servekit.transports.http.asgi import InferenceASGI
 from servekit.transports.http.errors import (
     http_exception_handler,
@@ -46,7 +47,10 @@ async def docs(request: Request) -> Response:
 
 
 def create_app(
-    dataplane: DataPlane, metrics_registry: Metrics, settings: Settings
+    dataplane: DataPlane,
+    metrics_registry: Metrics,
+    settings: Settings,
+    feedback: FeedbackService,
 ) -> InferenceASGI:
     """Inference POSTs on the short path, the rest through Starlette."""
     app = Starlette(
@@ -54,6 +58,7 @@ def create_app(
             *v2.routes,
             *v1.routes,
             *(repository.routes if settings.management_api else []),
+            *observe.routes,
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/docs", docs, methods=["GET"]),
@@ -67,4 +72,5 @@ def create_app(
     app.state.dataplane = dataplane
     app.state.metrics = metrics_registry
     app.state.settings = settings
+    app.state.feedback = feedback
     return InferenceASGI(app, dataplane, settings.max_request_bytes)

@@ -17,12 +17,15 @@ from servekit.errors import ServekitError
 from servekit.transports.http import v1, v2
 from servekit.transports.http.body import read_body
 from servekit.transports.http.codecs import JSON_CONTENT_TYPE, dumps
+from servekit.types.inference import RequestContext
 
 logger = logging.getLogger("servekit.http")
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 Handler = Callable[..., Awaitable[tuple[bytes, dict[str, str]]]]
 
+REQUEST_ID_HEADER = "x-request-id"
+"""Carries the inference's event id back: the key for feedback and for the payload log."""
 _WANTED_HEADERS = frozenset(
     {b"content-length", b"inference-header-content-length", b"x-request-id"}
 )
@@ -34,20 +37,21 @@ INFER_ROUTES = (
 )
 
 
-def match_inference_path(path: str) -> tuple[Handler, str, str | None] | None:
-    """(handler, model name, version) for an inference path, else None."""
+def match_inference_path(path: str) -> tuple[Handler, str, str, str | None] | None:
+    """(handler, protocol, model name, version) for an inference path, else None."""
     if path.startswith("/v2/models/") and path.endswith("/infer"):
         parts = path[len("/v2/models/") : -len("/infer")].split("/")
         handler: Handler = v2.infer
+        protocol = v2.PROTOCOL
     elif path.startswith("/v1/models/") and path.endswith(":predict"):
         parts = path[len("/v1/models/") : -len(":predict")].split("/")
-        handler = v1.predict
+        handler, protocol = v1.predict, v1.PROTOCOL
     else:
         return None
     if len(parts) == 1 and parts[0]:
-        return handler, parts[0], None
+        return handler, protocol, parts[0], None
     if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
-        return handler, parts[0], parts[2]
+        return handler, protocol, parts[0], parts[2]
     return None
 
 
@@ -74,19 +78,23 @@ class InferenceASGI:
         receive: Callable,
         send: Callable,
         handler: Handler,
+        protocol: str,
         name: str,
         version: str | None,
     ) -> None:
         headers = {k: v for k, v in scope["headers"] if k in _WANTED_HEADERS}
+        context = RequestContext(protocol, v2.request_id(headers))
         status = 200
         try:
             body = await read_body(receive, headers.get(b"content-length"), self._limit)
-            content, extra = await handler(self._dataplane, name, version, body, headers)
+            content, extra = await handler(self._dataplane, name, version, body, headers, context)
         except ServekitError as exc:
             status, content, extra = exc.code.http_status, _error(exc.message), _JSON
         except Exception:  # noqa: BLE001 - never a traceback to the client
             logger.exception("unhandled error on POST %s", scope["path"])
             status, content, extra = 500, _error("internal server error"), _JSON
+        if _header_safe(context.request_id):
+            extra = {**extra, REQUEST_ID_HEADER: context.request_id}
         await _respond(send, status, content, extra)
 
 
@@ -98,6 +106,11 @@ async def _respond(send: Callable, status: int, content: bytes, headers: dict[st
 
 
 _JSON = {"content-type": JSON_CONTENT_TYPE}
+
+
+def _header_safe(value: str | None) -> bool:
+    """Client-chosen ids go into a header only when they cannot break it."""
+    return value is not None and value.isascii() and value.isprintable()
 
 
 def _error(message: str) -> bytes:

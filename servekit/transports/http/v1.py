@@ -18,7 +18,7 @@ from starlette.routing import Route
 from servekit.core.dataplane import DataPlane
 from servekit.errors import InvalidInput
 from servekit.transports.http.codecs import JSON_CONTENT_TYPE, dumps, loads
-from servekit.transports.http.v2 import dataplane_of, json_response, request_id
+from servekit.transports.http.v2 import dataplane_of, json_response
 from servekit.types.inference import InferenceRequest, RequestContext, RequestedOutput
 from servekit.types.metadata import TensorSpec
 from servekit.types.tensors import Tensor, datatype_of, to_json_data
@@ -102,6 +102,7 @@ async def predict(
     version: str | None,
     body: bytes,
     headers: dict[bytes, bytes],
+    context: RequestContext,
 ) -> tuple[bytes, dict[str, str]]:
     """POST /v1/models/{name}[/versions/{version}]:predict (routed by ``asgi.InferenceASGI``)."""
     row_format = True
@@ -114,7 +115,6 @@ async def predict(
             decoded.outputs = [RequestedOutput(handle.outputs[0].name)]
         return decoded
 
-    context = RequestContext(PROTOCOL, request_id(headers))
     response = await dataplane.infer(name, version, decode, context)
     values = {o.name: _nested(o) for o in response.outputs}
     if row_format:

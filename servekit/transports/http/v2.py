@@ -67,6 +67,7 @@ async def infer(
     version: str | None,
     body: bytes,
     headers: dict[bytes, bytes],
+    context: RequestContext,
 ) -> tuple[bytes, dict[str, str]]:
     """POST /v2/models/{name}[/versions/{version}]/infer (routed by ``asgi.InferenceASGI``)."""
     raw_length = headers.get(HEADER_LENGTH.encode())
@@ -77,7 +78,6 @@ async def infer(
         decoded.append(decode_infer_request(body, header_length))
         return decoded[0]
 
-    context = RequestContext(PROTOCOL, request_id(headers))
     response = await dataplane.infer(name, version, decode, context)
     return encode_infer_response(response, decoded[0].parameters)
 

@@ -1,0 +1,117 @@
+"""Records as CloudEvents, with KServe's logger types and extensions so its consumers work.
+
+Each inference record becomes a request event and a response event that share the record's id
+(``type`` tells them apart, as in KServe: ``org.kubeflow.serving.inference.request|response``).
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from cloudevents.core.bindings.http import HTTPMessage, to_binary, to_structured
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+
+from servekit.observe.payloads.record import InferenceRecord, request_json, response_json
+
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+_HOST = socket.gethostname()
+
+
+class FastJSONFormat(JSONFormat):
+    """The SDK's JSON format, written with orjson (the SDK's own uses the stdlib encoder)."""
+
+    def write(self, event: Any) -> bytes:
+        return orjson.dumps(event_dict(event))
+
+    def write_data(self, data: Any, datacontenttype: str | None) -> bytes:
+        if isinstance(data, dict | list):
+            return orjson.dumps(data)
+        return super().write_data(data, datacontenttype)
+
+
+FORMAT = FastJSONFormat()
+
+
+def to_events(record: InferenceRecord, mode: str = "all") -> list[CloudEvent]:
+    """The request and/or response events of one record (``mode``: all, request, response)."""
+    events = []
+    if mode != "response":
+        events.append(_event(record, REQUEST_TYPE, record.time, request_json(record)))
+    if mode != "request":
+        events.append(_event(record, RESPONSE_TYPE, record.response_time, response_json(record)))
+    return events
+
+
+class _Event(CloudEvent):
+    """A CloudEvent whose attributes were validated once for the record's attribute set.
+
+    The SDK validates every attribute of every event (regular expressions over each extension
+    name), which costs more than the inference it describes; the set only changes with the
+    model, version or variant, so it is validated the first time each set is seen.
+    """
+
+    def __init__(self, attributes: dict[str, Any], data: dict[str, Any]) -> None:
+        self._attributes = attributes
+        self._data = data
+
+
+_validated: set[tuple[str, ...]] = set()
+
+
+def _event(record: InferenceRecord, kind: str, at: float, data: dict[str, Any]) -> CloudEvent:
+    attributes = {
+        "specversion": "1.0",
+        "id": record.id,
+        "type": kind,
+        "source": f"http://{_HOST}/servekit/{record.service}",
+        "time": datetime.fromtimestamp(at, UTC),
+        "datacontenttype": "application/json",
+        # KServe logger extensions
+        "inferenceservicename": record.service,
+        "namespace": "default",
+        "component": "predictor",
+        "endpoint": record.variant,
+        # servekit's own
+        "modelid": record.model,
+        "modelversion": record.version,
+        "protocol": record.protocol,
+        "status": record.status,
+        "latencyms": str(round(record.latency_ms, 3)),
+    }
+    key = (kind, record.service, record.variant, record.model, record.version, record.protocol,
+           record.status)  # fmt: skip
+    if key not in _validated:
+        CloudEvent(dict(attributes), data)  # raises on an invalid attribute
+        if len(_validated) < 10_000:
+            _validated.add(key)
+    return _Event(attributes, data)
+
+
+def event_dict(event: CloudEvent) -> dict[str, Any]:
+    """The structured-mode JSON object of an event."""
+    document = dict(event.get_attributes())
+    when = document.get("time")
+    if isinstance(when, datetime):
+        document["time"] = when.isoformat().replace("+00:00", "Z")
+    data = event.get_data()
+    if data is not None:
+        document["data"] = data
+    return document
+
+
+def binary_message(event: CloudEvent) -> HTTPMessage:
+    return to_binary(event, FORMAT)
+
+
+def structured_message(event: CloudEvent) -> HTTPMessage:
+    return to_structured(event, FORMAT)
+
+
+def batch_body(events: list[CloudEvent]) -> bytes:
+    return orjson.dumps([event_dict(e) for e in events])

@@ -1,0 +1,121 @@
+"""One thread per sink: read the journal from the sink's cursor, deliver, commit, repeat.
+
+A failed delivery is retried with exponential backoff, in order, forever: the journal keeps
+the events on disk meanwhile, so a sink that is down costs disk, never memory or requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Callable
+
+from servekit.observe.payloads.journal import Journal
+from servekit.observe.payloads.metrics import PayloadMetrics
+from servekit.observe.payloads.record import InferenceRecord, decode
+from servekit.observe.payloads.sinks.base import RejectedEvents, Sink
+
+logger = logging.getLogger("servekit.payloads")
+
+IDLE_POLL_SECONDS = 0.02
+FIRST_BACKOFF_SECONDS = 0.1
+MAX_BACKOFF_SECONDS = 5.0
+
+
+def sampled(event_id: str, rate: float) -> bool:
+    """Keep an inference when its id hashes under ``rate`` (stable: both halves, every sink)."""
+    return rate >= 1.0 or zlib.crc32(event_id.encode()) < rate * 0x1_0000_0000
+
+
+class SinkWorker(threading.Thread):
+    def __init__(self, sink: Sink, journal: Journal, metrics: PayloadMetrics) -> None:
+        super().__init__(name=f"servekit-sink-{sink.name}", daemon=True)
+        self.sink = sink
+        self._journal = journal
+        self._metrics = metrics
+        self._stop_requested = threading.Event()
+        self._models = frozenset(sink.options.models) if sink.options.models else None
+        journal.register(sink.name)
+        self._reader = journal.reader(sink.name)
+
+    @property
+    def pending(self) -> int:
+        return self._journal.end - self._journal.cursor(self.sink.name)
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+
+    def run(self) -> None:
+        name = self.sink.name
+        if not self._retry(self.sink.open, "open"):
+            return
+        try:
+            while not self._stop_requested.is_set():
+                batch = self._reader.read(self.sink.options.batch_size)
+                self._metrics.spooled.labels(name).set(self.pending - len(batch))
+                if not batch:
+                    self._stop_requested.wait(IDLE_POLL_SECONDS)
+                    continue
+                self._metrics.queued.labels(name).set(len(batch))
+                records = [r for r in (decode(p) for _, p in batch) if self._wanted(r)]
+                if records and not self._retry(lambda r=records: self._deliver(r), "deliver"):
+                    return
+                self._journal.commit(name, batch[-1][0] + 1)
+                self._metrics.queued.labels(name).set(0)
+                self._metrics.spool_bytes.set(self._journal.size)
+            self._sync_dropped()
+        finally:
+            self._reader.close()
+            self.sink.close()
+
+    def _wanted(self, record: InferenceRecord) -> bool:
+        if self._models is not None and record.model not in self._models:
+            return False
+        return sampled(record.id, self.sink.options.sample_rate)
+
+    def _deliver(self, records: list[InferenceRecord]) -> None:
+        try:
+            self.sink.deliver(records)
+        except RejectedEvents as exc:
+            logger.error(
+                "sink %r refused %d events for good: %s", self.sink.name, len(records), exc
+            )
+            self._metrics.dropped.labels(self.sink.name, "rejected").inc(len(records))
+            return
+        self._metrics.delivered.labels(self.sink.name).inc(len(records))
+        self._sync_dropped()
+
+    def _sync_dropped(self) -> None:
+        lost = self._journal.dropped.pop(self.sink.name, 0)
+        if lost:
+            self._metrics.dropped.labels(self.sink.name, "spool_full").inc(lost)
+
+    def _retry(self, action: Callable[[], None], what: str) -> bool:
+        """Run ``action`` until it succeeds (True) or the worker is stopped (False)."""
+        delay = FIRST_BACKOFF_SECONDS
+        while True:
+            try:
+                action()
+                return True
+            except Exception as exc:  # noqa: BLE001 - any failure of a sink means 'retry'
+                if self._stop_requested.is_set():
+                    return False
+                self._metrics.retried.labels(self.sink.name).inc()
+                logger.warning(
+                    "sink %r: %s failed (%s: %s); retrying in %.1fs",
+                    self.sink.name,
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                if self._stop_requested.wait(delay):
+                    return False
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+
+    def wait_caught_up(self, deadline: float) -> bool:
+        while self.pending and time.monotonic() < deadline:
+            time.sleep(IDLE_POLL_SECONDS)
+        return not self.pending

@@ -1,0 +1,188 @@
+"""The payload log as one object: spool, sinks and the hand-off the DataPlane calls.
+
+``record()`` runs on the event loop for every inference. It copies the tensors' bytes, encodes
+them with msgpack and appends them to the journal before the response is sent (about ten
+microseconds for a small request); everything slower (JSON, CloudEvents, SQL, HTTP) happens in
+the sink threads.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections import OrderedDict
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from servekit.errors import ConfigError, Unavailable
+from servekit.observe.payloads.config import ModelPayloadLog, PayloadLogSettings
+from servekit.observe.payloads.delivery import SinkWorker, sampled
+from servekit.observe.payloads.journal import Journal, JournalFull
+from servekit.observe.payloads.metrics import PayloadMetrics
+from servekit.observe.payloads.record import InferenceRecord, capture, encode, redact_parameters
+from servekit.observe.payloads.sinks import build_sink, unique_names
+from servekit.observe.payloads.sinks.store import StoreSink
+from servekit.observe.payloads.store import PayloadStore
+from servekit.types.tensors import Tensor
+
+logger = logging.getLogger("servekit.payloads")
+
+RECENT_IDS = 100_000
+"""Ids of the latest inferences kept in memory, so feedback can find a prediction that is not
+in the store yet."""
+
+
+class PayloadLog:
+    def __init__(self, settings: PayloadLogSettings, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.metrics = PayloadMetrics(registry)
+        self.store: PayloadStore | None = None
+        self._journal: Journal | None = None
+        self._workers: list[SinkWorker] = []
+        self._recent: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._redact = frozenset(settings.redact)
+        self._lock_fd: int | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        settings = self.settings
+        directory = settings.directory.expanduser()
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock_directory(directory)
+        unique_names(settings.sinks, {"store"})
+        sinks = [build_sink(config) for config in settings.sinks]
+        if settings.store.enabled:
+            self.store = PayloadStore(settings.store.path or directory / "store.sqlite")
+            sinks.insert(0, StoreSink(self.store, settings.store))
+        self._journal = Journal(
+            directory / "spool",
+            max_bytes=settings.spool_max_bytes,
+            on_full=settings.on_spool_full,
+            fsync=settings.fsync,
+        )
+        self._workers = [SinkWorker(sink, self._journal, self.metrics) for sink in sinks]
+        for worker in self._workers:
+            worker.start()
+        backlog = {w.sink.name: w.pending for w in self._workers if w.pending}
+        if backlog:
+            logger.info("payload log: replaying spooled events %s", backlog)
+
+    def _lock_directory(self, directory: os.PathLike[str]) -> None:
+        fd = os.open(os.path.join(directory, ".lock"), os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                f"payload log directory {str(directory)!r} is used by another servekit process; "
+                "give each server its own payload_log.directory"
+            ) from None
+        self._lock_fd = fd
+
+    def stop(self) -> None:
+        """Let the sinks catch up for a while; what is left stays spooled for the next start."""
+        deadline = time.monotonic() + self.settings.shutdown_flush_seconds
+        for worker in self._workers:
+            if not worker.wait_caught_up(deadline):
+                logger.warning(
+                    "payload log: sink %r still has %d events; they stay spooled for the next "
+                    "start", worker.sink.name, worker.pending,
+                )  # fmt: skip
+        for worker in self._workers:
+            worker.stop()
+        for worker in self._workers:
+            worker.join(timeout=10)
+        if self._journal is not None:
+            self._journal.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @property
+    def sink_names(self) -> list[str]:
+        return [w.sink.name for w in self._workers]
+
+    def pending(self) -> dict[str, int]:
+        return {w.sink.name: w.pending for w in self._workers}
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    def admit(self) -> None:
+        """Refuse a new inference while the spool is full and the policy is 'block'."""
+        if self._journal is not None and self._journal.full:
+            self.metrics.blocked.inc()
+            raise Unavailable(
+                "the payload log spool is full because a sink is not keeping up; "
+                "requests are refused so that no event is lost (retry later)"
+            )
+
+    def record(
+        self,
+        policy: ModelPayloadLog | None,
+        *,
+        event_id: str,
+        model: str,
+        version: str,
+        protocol: str,
+        started: float,
+        latency_ms: float,
+        status: str,
+        http_status: int,
+        error: str | None,
+        inputs: list[Tensor] | None,
+        outputs: list[Tensor] | None,
+        parameters: dict[str, Any],
+    ) -> None:
+        rate = self.settings.sample_rate
+        redact = self._redact
+        if policy is not None:
+            if not policy.enabled:
+                return
+            if policy.sample_rate is not None:
+                rate = policy.sample_rate
+            if policy.redact:
+                redact = redact | frozenset(policy.redact)
+        if not sampled(event_id, rate):
+            return
+        limit = self.settings.max_payload_bytes
+        record = InferenceRecord(
+            id=event_id,
+            model=model,
+            version=version,
+            service=model,
+            protocol=protocol,
+            time=started,
+            latency_ms=latency_ms,
+            status=status,
+            http_status=http_status,
+            error=error,
+            inputs=capture(inputs, redact, limit),
+            outputs=capture(outputs, redact, limit),
+            parameters=redact_parameters(parameters, redact),
+        )
+        assert self._journal is not None
+        try:
+            self._journal.append(encode(record))
+        except JournalFull:
+            if status != "ok":  # refused while full: counted, not spooled
+                self.metrics.dropped.labels("*", "spool_full").inc()
+                return
+            self._journal.append(encode(record), force=True)  # admitted before it filled up
+        if status == "ok":
+            recent = self._recent
+            recent[(model, event_id)] = version
+            if len(recent) > RECENT_IDS:
+                recent.popitem(last=False)
+
+    # -- feedback support ---------------------------------------------------------------------
+
+    def find_version(self, model: str, event_id: str) -> str | None:
+        """The version that answered ``event_id`` (recent memory first, then the store)."""
+        version = self._recent.get((model, event_id))
+        if version is None and self.store is not None:
+            version = self.store.has_inference(model, event_id)
+        return version
