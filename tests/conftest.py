@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from services import PostgresServer, postgres_server
 
 from servekit.testing import ServerProcess
 
@@ -78,3 +79,13 @@ def server(serving_repo: Path) -> Iterator[ServerProcess]:
     }
     with ServerProcess(serving_repo, env=env) as process:
         yield process
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server (Debian's packages, installed if missing) for the session.
+
+    Tests that ``stop()`` it must ``start()`` it again before they end.
+    """
+    with postgres_server() as cluster:
+        yield cluster
