@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from servekit import __version__
+from servekit import __version__, cli_observe
 from servekit.errors import ServekitError
 
 app = typer.Typer(
@@ -231,3 +231,7 @@ def predict(
         base += f"/versions/{version}"
     target = f"{base}:predict" if v1 else f"{base}/infer"
     console.print_json(json.dumps(_post(target, payload, {}, timeout)))
+
+
+app.command()(cli_observe.logs)
+app.command()(cli_observe.performance)

@@ -35,6 +35,27 @@ DEFAULTS = {
     "storage_anon": False,
     "storage_max_archive_bytes": 8 * 1024**3,
     "graceful_shutdown_seconds": 10.0,
+    "payload_log": {
+        "enabled": True,
+        "directory": Path.home() / ".local" / "share" / "servekit" / "payloads",
+        "store": {
+            "enabled": True,
+            "path": None,
+            "retention_seconds": 7 * 86400.0,
+            "retention_bytes": 1024**3,
+            "sample_rate": 1.0,
+            "mode": "all",
+        },
+        "sinks": [],
+        "spool_max_bytes": 2 * 1024**3,
+        "on_spool_full": "block",
+        "fsync": False,
+        "sample_rate": 1.0,
+        "redact": [],
+        "max_payload_bytes": 256 * 1024,
+        "shutdown_flush_seconds": 5.0,
+        "performance_windows_seconds": [300.0, 3600.0, 86400.0],
+    },
 }
 
 
@@ -250,3 +271,27 @@ def test_loading_twice_does_not_leak_between_calls(config_file: Path):
     assert load_settings(config_file).http_port == 9000
     assert load_settings().http_port == 8080
     assert Settings().http_port == 8080
+
+
+def test_nested_payload_log_settings_from_env_and_yaml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "servekit.yaml"
+    path.write_text(
+        "payload_log:\n"
+        "  sample_rate: 0.5\n"
+        "  sinks:\n"
+        "    - {type: http, url: 'http://127.0.0.1:9/events', content_mode: batch}\n"
+    )
+    monkeypatch.setenv("SERVEKIT_PAYLOAD_LOG__ON_SPOOL_FULL", "drop")
+    settings = load_settings(path)
+    assert settings.payload_log.sample_rate == 0.5
+    assert settings.payload_log.on_spool_full == "drop"
+    assert settings.payload_log.sinks[0].content_mode == "batch"
+
+
+def test_a_bad_sink_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "servekit.yaml"
+    path.write_text("payload_log:\n  sinks:\n    - {type: kafka}\n")
+    with pytest.raises(ConfigError, match="payload_log.sinks"):
+        load_settings(path)

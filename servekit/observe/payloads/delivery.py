@@ -39,6 +39,9 @@ class SinkWorker(threading.Thread):
         self._models = frozenset(sink.options.models) if sink.options.models else None
         journal.register(sink.name)
         self._reader = journal.reader(sink.name)
+        self._in_memory = 0
+        metrics.queued.labels(sink.name).set_function(lambda: self._in_memory)
+        metrics.spooled.labels(sink.name).set_function(lambda: self.pending - self._in_memory)
 
     @property
     def pending(self) -> int:
@@ -54,16 +57,15 @@ class SinkWorker(threading.Thread):
         try:
             while not self._stop_requested.is_set():
                 batch = self._reader.read(self.sink.options.batch_size)
-                self._metrics.spooled.labels(name).set(self.pending - len(batch))
+                self._in_memory = len(batch)
                 if not batch:
                     self._stop_requested.wait(IDLE_POLL_SECONDS)
                     continue
-                self._metrics.queued.labels(name).set(len(batch))
                 records = [r for r in (decode(p) for _, p in batch) if self._wanted(r)]
                 if records and not self._retry(lambda r=records: self._deliver(r), "deliver"):
                     return
                 self._journal.commit(name, batch[-1][0] + 1)
-                self._metrics.queued.labels(name).set(0)
+                self._in_memory = 0
                 self._metrics.spool_bytes.set(self._journal.size)
             self._sync_dropped()
         finally:
