@@ -93,14 +93,14 @@ def test_unknown_models_share_one_label(server) -> None:
 
 
 def test_openapi_document_is_valid_and_covers_every_route(server) -> None:
-    from servekit.transports.http import repository, v1, v2
+    from servekit.transports.http import observe, repository, v1, v2
     from servekit.transports.http.asgi import INFER_ROUTES
 
     document = httpx.get(f"{server.http_url}/openapi.json").json()
     validate(document)
     documented = set(document["paths"])
     routes = {r.path for r in [*v1.routes, *v2.routes]} | {"/metrics", "/openapi.json", "/docs"}
-    routes |= set(INFER_ROUTES) | {r.path for r in repository.routes}
+    routes |= set(INFER_ROUTES) | {r.path for r in [*repository.routes, *observe.routes]}
     assert routes == documented
 
 
