@@ -176,7 +176,7 @@ def test_seldon_feedback_shape_and_rewards(server: ServerProcess) -> None:
     assert answer.json() == {"id": event_id, "model_name": "iris", "model_version": "2"}
     stored = httpx.get(server.http_url + "/v2/logs", params={"id": event_id}).json()["events"]
     deadline = time.monotonic() + 20
-    while (not stored or stored[0]["truth"] is None) and time.monotonic() < deadline:
+    while (not stored or stored[0].get("truth") is None) and time.monotonic() < deadline:
         time.sleep(0.1)
         stored = httpx.get(server.http_url + "/v2/logs", params={"id": event_id}).json()["events"]
     assert stored[0]["truth"] == [0, 0] and stored[0]["reward"] == 1.0

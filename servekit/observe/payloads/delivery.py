@@ -52,9 +52,9 @@ class SinkWorker(threading.Thread):
 
     def run(self) -> None:
         name = self.sink.name
-        if not self._retry(self.sink.open, "open"):
-            return
         try:
+            if not self._retry(self.sink.open, "open"):
+                return
             while not self._stop_requested.is_set():
                 batch = self._reader.read(self.sink.options.batch_size)
                 self._in_memory = len(batch)
@@ -90,7 +90,7 @@ class SinkWorker(threading.Thread):
         self._sync_dropped()
 
     def _sync_dropped(self) -> None:
-        lost = self._journal.dropped.pop(self.sink.name, 0)
+        lost = self._journal.take_dropped(self.sink.name)
         if lost:
             self._metrics.dropped.labels(self.sink.name, "spool_full").inc(lost)
 

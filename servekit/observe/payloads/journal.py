@@ -59,6 +59,8 @@ class Journal:
         self._lock = threading.Lock()
         self._segments: list[_Segment] = []
         self._cursors: dict[str, int] = {}
+        self._read: dict[str, int] = {}
+        """Where each consumer's reader is: records before it are in the sink's hands."""
         self.dropped: dict[str, int] = {}
         """Records each consumer lost because the journal was full (policy 'drop')."""
         self.end = 0
@@ -96,9 +98,8 @@ class Journal:
         unless ``force``: a request admitted before the limit was reached is still logged."""
         frame = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
         with self._lock:
-            segment = self._segments[-1]
-            if segment.size >= self.segment_bytes:
-                segment = self._rotate()
+            if self._segments[-1].size >= self.segment_bytes:
+                self._rotate()
             if (
                 self.size + len(frame) > self.max_bytes
                 and not self._make_room(len(frame))
@@ -108,6 +109,7 @@ class Journal:
                     f"the payload log spool is full ({self.max_bytes} bytes) "
                     "because a sink is not keeping up"
                 )
+            segment = self._segments[-1]  # _make_room may have rotated
             os.write(self._fd, frame)
             if self.fsync:
                 os.fsync(self._fd)
@@ -127,13 +129,20 @@ class Journal:
         """Trim delivered segments; with policy 'drop', also the oldest undelivered ones."""
         self._trim_locked()
         while self.size + needed > self.max_bytes:
-            if self.on_full != "drop" or len(self._segments) < 2:
+            if self.on_full != "drop":
                 return False
+            if len(self._segments) < 2:
+                if self._segments[0].size == 0:
+                    return False  # one record larger than the whole spool
+                self._rotate()  # so that the segment being written can be dropped too
             oldest, following = self._segments[0], self._segments[1]
             for name, cursor in self._cursors.items():
                 if cursor < following.first:
-                    lost = following.first - cursor
-                    self.dropped[name] = self.dropped.get(name, 0) + lost
+                    # records its reader already handed to the sink are not lost
+                    read = min(max(self._read.get(name, cursor), cursor), following.first)
+                    lost = following.first - read
+                    if lost:
+                        self.dropped[name] = self.dropped.get(name, 0) + lost
                     self._cursors[name] = following.first
                     self._write_cursor(name, following.first)
                     logger.error(
@@ -145,7 +154,14 @@ class Journal:
 
     def close(self) -> None:
         with self._lock:
-            os.close(self._fd)
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def take_dropped(self, name: str) -> int:
+        """Records ``name`` lost since the last call (policy 'drop')."""
+        with self._lock:
+            return self.dropped.pop(name, 0)
 
     # -- consumers (sink threads) -------------------------------------------------------------
 
@@ -164,6 +180,7 @@ class Journal:
     def unregister(self, name: str) -> None:
         with self._lock:
             self._cursors.pop(name, None)
+            self._read.pop(name, None)
 
     def cursor(self, name: str) -> int:
         return self._cursors[name]
@@ -212,6 +229,7 @@ class JournalReader:
         """Read again from the committed cursor (after a failed delivery or a drop)."""
         self._close()
         self._next = self._journal.cursor(self._name)
+        self._journal._read[self._name] = self._next
 
     def read(self, max_records: int) -> list[tuple[int, bytes]]:
         if self._next < self._journal.cursor(self._name):
@@ -236,6 +254,12 @@ class JournalReader:
                 break
             out.append((self._next, payload))
             self._next += 1
+        journal = self._journal
+        with journal._lock:  # atomic with respect to a drop
+            cursor = journal._cursors[self._name]
+            if out and out[0][0] < cursor:  # dropped (and counted) while this call read them
+                out = [record for record in out if record[0] >= cursor]
+            journal._read[self._name] = self._next
         return out
 
     def _open(self) -> bool:

@@ -53,18 +53,30 @@ class PayloadLog:
         directory = settings.directory.expanduser()
         directory.mkdir(parents=True, exist_ok=True)
         self._lock_directory(directory)
-        unique_names(settings.sinks, {"store"})
-        sinks = [build_sink(config) for config in settings.sinks]
-        if settings.store.enabled:
-            self.store = PayloadStore(settings.store.path or directory / "store.sqlite")
-            sinks.insert(0, StoreSink(self.store, settings.store))
-        self._journal = Journal(
-            directory / "spool",
-            max_bytes=settings.spool_max_bytes,
-            on_full=settings.on_spool_full,
-            fsync=settings.fsync,
-        )
-        self._workers = [SinkWorker(sink, self._journal, self.metrics) for sink in sinks]
+        try:
+            unique_names(settings.sinks, {"store"})
+            sinks = [build_sink(config) for config in settings.sinks]
+            if settings.store.enabled:
+                self.store = PayloadStore(settings.store.path or directory / "store.sqlite")
+                sinks.insert(0, StoreSink(self.store, settings.store))
+            self._journal = Journal(
+                directory / "spool",
+                max_bytes=settings.spool_max_bytes,
+                on_full=settings.on_spool_full,
+                fsync=settings.fsync,
+            )
+            self._workers = [SinkWorker(sink, self._journal, self.metrics) for sink in sinks]
+        except BaseException:
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
+            assert self._lock_fd is not None
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise
         for worker in self._workers:
             worker.start()
         backlog = {w.sink.name: w.pending for w in self._workers if w.pending}
@@ -98,6 +110,8 @@ class PayloadLog:
             worker.join(timeout=10)
         if self._journal is not None:
             self._journal.close()
+        if self.store is not None:
+            self.store.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

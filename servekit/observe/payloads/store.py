@@ -178,6 +178,7 @@ class PayloadStore:
         return row[0] if row else None
 
     def query(self, q: LogQuery) -> list[dict[str, Any]]:
+        """Matching events, newest first, with their latest feedback; empty fields left out."""
         where, args = [], []
         for column, value in (
             ("i.model", q.model), ("i.version", q.version), ("i.id", q.id), ("i.status", q.status)
@@ -211,9 +212,9 @@ class PayloadStore:
         )  # fmt: skip
         rows = []
         for row in self.connection().execute(sql, args):
-            item = dict(zip(columns, row, strict=True))
+            item = {k: v for k, v in zip(columns, row, strict=True) if v is not None}
             for key in ("request", "response", "prediction", "truth"):
-                if item[key] is not None:
+                if key in item:
                     item[key] = orjson.loads(item[key])
             rows.append(item)
         return rows

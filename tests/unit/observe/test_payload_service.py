@@ -1,0 +1,485 @@
+"""PayloadLog end to end on real files: capture policies (redaction, truncation, sampling,
+per-model switches), the store sink, find_version, admission control on a full spool, the
+directory lock, shutdown flushing, and feedback that arrives before its prediction is stored."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from servekit.errors import ConfigError, Unavailable
+from servekit.observe.payloads import delivery, service
+from servekit.observe.payloads.config import FileSinkConfig, ModelPayloadLog, PayloadLogSettings
+from servekit.observe.payloads.delivery import sampled
+from servekit.observe.payloads.record import REDACTED
+from servekit.observe.payloads.service import PayloadLog
+from servekit.observe.payloads.store import LogQuery
+from servekit.types.tensors import Tensor
+
+TIMEOUT = 10.0
+T0 = float(int(time.time()) - 3600)
+"""Recent: the store sink's retention (7 days by default) deletes older rows when it opens."""
+SSN = "123-45-6789-SECRET"
+API_KEY = "sk-live-0123456789abcdef"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def default_inputs() -> list[Tensor]:
+    return [
+        Tensor.from_array("x", np.array([[5.1, 3.5, 1.4, 0.2]])),
+        Tensor.from_array("ssn", np.array([SSN], dtype=object)),
+    ]
+
+
+def default_outputs(n: int) -> list[Tensor]:
+    return [Tensor.from_array("label", np.array([n % 3], dtype=np.int64))]
+
+
+class Logs:
+    """PayloadLogs a test starts; each is stopped (once) and its store closed at the end."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.directory = tmp_path / "payloads"
+        self.started: list[PayloadLog] = []
+        self.stopped: set[int] = set()
+        self.registries: dict[int, CollectorRegistry] = {}
+
+    def settings(self, **options: Any) -> PayloadLogSettings:
+        options.setdefault("shutdown_flush_seconds", 5.0)
+        return PayloadLogSettings(directory=self.directory, **options)
+
+    def start(self, settings: PayloadLogSettings | None = None, **options: Any) -> PayloadLog:
+        registry = CollectorRegistry()
+        log = PayloadLog(settings or self.settings(**options), registry)
+        log.start()
+        self.started.append(log)
+        self.registries[id(log)] = registry
+        return log
+
+    def value(self, log: PayloadLog, name: str, **labels: str) -> float:
+        return self.registries[id(log)].get_sample_value(name, labels) or 0.0
+
+    def stop(self, log: PayloadLog) -> None:
+        if id(log) not in self.stopped:
+            self.stopped.add(id(log))
+            log.stop()
+            if log.store is not None:
+                log.store.close()  # this thread's connection (the worker closed its own)
+
+    def close(self) -> None:
+        for log in self.started:
+            self.stop(log)
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Iterator[Logs]:
+    manager = Logs(tmp_path)
+    yield manager
+    manager.close()
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "FIRST_BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(delivery, "MAX_BACKOFF_SECONDS", 0.05)
+
+
+def record(
+    log: PayloadLog,
+    n: int,
+    policy: ModelPayloadLog | None = None,
+    *,
+    model: str = "iris",
+    version: str = "1",
+    status: str = "ok",
+    event_id: str | None = None,
+    inputs: list[Tensor] | None = None,
+    outputs: list[Tensor] | None = None,
+    parameters: dict[str, Any] | None = None,
+) -> str:
+    event_id = event_id or f"req-{n}"
+    failed = status != "ok"
+    log.record(
+        policy,
+        event_id=event_id,
+        model=model,
+        version=version,
+        protocol="v2",
+        started=T0 + n,
+        latency_ms=2.0,
+        status=status,
+        http_status=500 if failed else 200,
+        error="model raised" if failed else None,
+        inputs=default_inputs() if inputs is None else inputs,
+        outputs=None if failed else (default_outputs(n) if outputs is None else outputs),
+        parameters={} if parameters is None else parameters,
+    )
+    return event_id
+
+
+def flushed(log: PayloadLog) -> None:
+    wait_until(lambda: not any(log.pending().values()))
+
+
+def stored(log: PayloadLog, **query: Any) -> list[dict[str, Any]]:
+    assert log.store is not None
+    rows = log.store.query(LogQuery(limit=10_000, **query))
+    return sorted(rows, key=lambda row: row["time"])
+
+
+def bytes_on_disk(directory: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file())
+
+
+def test_inferences_reach_the_store_and_other_sinks(logs: Logs, tmp_path: Path) -> None:
+    out = tmp_path / "events"
+    log = logs.start(sinks=[FileSinkConfig(type="file", path=out, models=["iris"])])
+    assert log.sink_names == ["store", "file"]
+    for n in range(3):
+        record(log, n, parameters={"temperature": 0.5})
+    record(log, 3, model="wine")
+    flushed(log)
+    assert log.pending() == {"store": 0, "file": 0}
+
+    rows = stored(log)
+    assert [r["id"] for r in rows] == ["req-0", "req-1", "req-2", "req-3"]
+    first = rows[0]
+    assert first["model"] == "iris" and first["version"] == "1" and first["status"] == "ok"
+    assert first["request"]["parameters"] == {"temperature": 0.5}
+    assert first["request"]["inputs"][0] == {
+        "name": "x", "datatype": "FP64", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]
+    }  # fmt: skip
+    assert first["response"]["outputs"][0]["data"] == [0]
+    assert [r["prediction"] for r in rows] == [[0], [1], [2], [0]]
+    assert [r["id"] for r in stored(log, prediction="1")] == ["req-1"]
+    assert log.store.counts() == {"inferences": 4, "feedback": 0}  # type: ignore[union-attr]
+
+    logs.stop(log)  # the file sink finishes its file on close
+    events = [
+        orjson.loads(line)
+        for p in sorted(out.glob("events-*.jsonl"))
+        for line in p.read_bytes().splitlines()
+    ]
+    assert [e["id"] for e in events] == ["req-0", "req-0", "req-1", "req-1", "req-2", "req-2"]
+
+
+def test_global_redaction_of_tensors_and_parameters(logs: Logs) -> None:
+    log = logs.start(redact=["ssn", "api_key"])
+    record(log, 1, parameters={"api_key": API_KEY, "temperature": 0.5})
+    flushed(log)
+
+    (row,) = stored(log)
+    x, ssn = row["request"]["inputs"]
+    assert x["data"] == [5.1, 3.5, 1.4, 0.2]
+    assert ssn == {
+        "name": "ssn", "datatype": "BYTES", "shape": [1], "data": None,
+        "parameters": {"servekit_payload": "redacted"},
+    }  # fmt: skip
+    assert row["request"]["parameters"] == {"api_key": REDACTED, "temperature": 0.5}
+    # Never written anywhere: not in the spool, the cursors or the SQLite files.
+    on_disk = bytes_on_disk(logs.directory)
+    assert SSN.encode() not in on_disk
+    assert API_KEY.encode() not in on_disk
+
+
+def test_per_model_redaction_adds_to_the_global_list(logs: Logs) -> None:
+    log = logs.start(redact=["ssn"])
+    policy = ModelPayloadLog(redact=["x", "api_key"])
+    record(log, 1, policy, parameters={"api_key": API_KEY})
+    record(log, 2, model="wine", parameters={"api_key": API_KEY})  # no policy: global list only
+    flushed(log)
+
+    iris, wine = stored(log)
+    assert [t["parameters"] for t in iris["request"]["inputs"]] == [
+        {"servekit_payload": "redacted"}
+    ] * 2
+    assert iris["request"]["parameters"] == {"api_key": REDACTED}
+    assert wine["request"]["inputs"][0]["data"] == [5.1, 3.5, 1.4, 0.2]
+    assert wine["request"]["inputs"][1]["parameters"] == {"servekit_payload": "redacted"}
+    assert wine["request"]["parameters"] == {"api_key": API_KEY}
+
+
+def test_an_output_can_be_redacted(logs: Logs) -> None:
+    log = logs.start(redact=["label"])
+    record(log, 1)
+    flushed(log)
+    (row,) = stored(log)
+    assert row["response"]["outputs"][0]["data"] is None
+    assert row.get("prediction") is None
+
+
+def test_tensors_over_max_payload_bytes_are_kept_as_shape_and_type(logs: Logs) -> None:
+    log = logs.start(max_payload_bytes=64)
+    inputs = [
+        Tensor.from_array("exact", np.arange(8, dtype=np.float64)),  # 64 bytes: kept
+        Tensor.from_array("big", np.zeros((10, 10), dtype=np.float32)),  # 400 bytes
+        Tensor.from_array("short_text", np.array(["hello"], dtype=object)),  # 9 raw bytes
+        Tensor.from_array("long_text", np.array(["y" * 100], dtype=object)),  # 104 raw bytes
+    ]
+    outputs = [Tensor.from_array("scores", np.ones(17, dtype=np.float32))]  # 68 bytes
+    record(log, 1, inputs=inputs, outputs=outputs)
+    flushed(log)
+
+    (row,) = stored(log)
+    exact, big, short_text, long_text = row["request"]["inputs"]
+    assert exact["data"] == list(range(8))
+    assert big == {
+        "name": "big", "datatype": "FP32", "shape": [10, 10], "data": None,
+        "parameters": {"servekit_payload": "truncated"},
+    }  # fmt: skip
+    assert short_text["data"] == ["hello"]
+    assert long_text["data"] is None
+    assert long_text["parameters"] == {"servekit_payload": "truncated"}
+    (scores,) = row["response"]["outputs"]
+    assert scores["shape"] == [17] and scores["data"] is None
+    assert row.get("prediction") is None
+
+
+def test_a_model_can_turn_logging_off(logs: Logs) -> None:
+    log = logs.start()
+    off = ModelPayloadLog(enabled=False)
+    record(log, 1, off)
+    record(log, 2, off, status="internal")
+    record(log, 3, model="wine")
+    flushed(log)
+    assert [r["id"] for r in stored(log)] == ["req-3"]
+    assert log.find_version("iris", "req-1") is None
+    assert log.find_version("wine", "req-3") == "1"
+
+
+def test_sampling_by_id(logs: Logs) -> None:
+    log = logs.start(sample_rate=0.5)
+    event_ids = [record(log, n) for n in range(300)]
+    flushed(log)
+    kept = [r["id"] for r in stored(log)]
+    assert kept == [e for e in event_ids if sampled(e, 0.5)]
+    assert 100 < len(kept) < 200
+    assert all(log.find_version("iris", e) == "1" for e in kept)
+    assert all(log.find_version("iris", e) is None for e in set(event_ids) - set(kept))
+
+
+@pytest.mark.parametrize(
+    ("global_rate", "model_rate", "expected"),
+    [(0.0, 1.0, 50), (1.0, 0.0, 0), (0.0, None, 0), (1.0, None, 50)],
+)
+def test_a_models_sample_rate_overrides_the_servers(
+    logs: Logs, global_rate: float, model_rate: float | None, expected: int
+) -> None:
+    log = logs.start(sample_rate=global_rate)
+    policy = ModelPayloadLog(sample_rate=model_rate)
+    for n in range(50):
+        record(log, n, policy)
+    record(log, 99, model="other")  # no policy: the server's rate
+    flushed(log)
+    rows = stored(log)
+    assert len([r for r in rows if r["model"] == "iris"]) == expected
+    assert len([r for r in rows if r["model"] == "other"]) == int(global_rate)
+
+
+def break_store(log: PayloadLog) -> Callable[[], None]:
+    """Make every insert into the store fail (the store sink then retries); returns a repair."""
+    store = log.store
+    assert store is not None
+
+    def broken_insert(records: Any, mode: str = "all") -> None:
+        raise OSError("disk I/O error")
+
+    store.insert = broken_insert  # type: ignore[method-assign]
+
+    def repair() -> None:
+        del store.insert
+
+    return repair
+
+
+def pause_store(
+    log: PayloadLog, monkeypatch: pytest.MonkeyPatch
+) -> tuple[threading.Event, threading.Event]:
+    """Make the store sink's insert wait for ``release``; ``entered`` is set once it waits."""
+    store = log.store
+    assert store is not None
+    original = store.insert
+    release, entered = threading.Event(), threading.Event()
+
+    def paused_insert(records: Any, mode: str = "all") -> None:
+        entered.set()
+        release.wait(TIMEOUT)
+        original(records, mode)
+
+    monkeypatch.setattr(store, "insert", paused_insert)
+    return release, entered
+
+
+def test_find_version_from_memory_then_from_the_store(
+    logs: Logs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "RECENT_IDS", 5)
+    log = logs.start()
+    release, entered = pause_store(log, monkeypatch)
+    try:
+        record(log, 0, version="3")
+        assert entered.wait(TIMEOUT)
+        assert log.store.has_inference("iris", "req-0") is None  # type: ignore[union-attr]
+        assert log.find_version("iris", "req-0") == "3"  # not stored yet: from memory
+        assert log.find_version("wine", "req-0") is None  # ids are per model
+        record(log, 1, status="internal")  # failed inferences are not remembered
+        assert log.find_version("iris", "req-1") is None
+    finally:
+        release.set()
+    for n in range(2, 12):  # pushes req-0 out of the 5 remembered ids
+        record(log, n, version="4")
+    flushed(log)
+    assert log.find_version("iris", "req-0") == "3"  # now from the store
+    assert log.find_version("iris", "req-11") == "4"
+    assert log.find_version("iris", "unknown") is None
+
+    # After a restart, memory is empty and the store answers.
+    logs.stop(log)
+    again = logs.start()
+    assert again.find_version("iris", "req-0") == "3"
+    assert again.find_version("iris", "req-7") == "4"
+    assert again.find_version("iris", "nope") is None
+
+
+def test_admit_refuses_while_the_spool_is_full(logs: Logs) -> None:
+    log = logs.start(spool_max_bytes=8192, on_spool_full="block", shutdown_flush_seconds=0.0)
+    repair = break_store(log)  # the store sink never succeeds
+
+    admitted = []
+    for n in range(1000):
+        try:
+            log.admit()
+        except Unavailable as exc:
+            assert "spool is full" in str(exc)
+            break
+        admitted.append(record(log, n))
+    else:
+        pytest.fail("the spool never filled up")
+    assert 10 < len(admitted) < 100
+    blocked = "servekit_payload_blocked_requests_total"
+    assert logs.value(log, blocked) == 1
+    with pytest.raises(Unavailable):
+        log.admit()
+    assert logs.value(log, blocked) == 2
+
+    # A request admitted just before the limit is still logged; a failed one is dropped.
+    late = record(log, 5000)
+    record(log, 5001, status="internal")
+    dropped = "servekit_payload_events_dropped_total"
+    assert logs.value(log, dropped, sink="*", reason="spool_full") == 1
+    assert log.pending()["store"] == len(admitted) + 1
+    wait_until(lambda: logs.value(log, "servekit_payload_delivery_retries_total", sink="store") > 0)
+
+    # The store comes back: the backlog drains and requests are admitted again.
+    repair()
+    flushed(log)
+    segments = logs.directory / "spool" / "segments"
+    wait_until(lambda: len(list(segments.glob("*.seg"))) == 1)  # the commit trims just after
+    log.admit()
+    assert logs.value(log, blocked) == 2
+    assert [r["id"] for r in stored(log)] == [*admitted, late]
+    assert (
+        logs.value(log, "servekit_payload_events_delivered_total", sink="store")
+        == len(admitted) + 1
+    )
+
+
+def test_one_payload_log_per_directory(logs: Logs) -> None:
+    first = logs.start()
+    second = PayloadLog(logs.settings(), CollectorRegistry())
+    with pytest.raises(ConfigError, match="used by another servekit process"):
+        second.start()
+    assert second.store is None  # nothing was built
+    logs.stop(first)
+    third = logs.start()  # the lock is released by stop()
+    assert third.sink_names == ["store"]
+
+
+def test_a_failed_start_releases_the_directory_lock(logs: Logs, tmp_path: Path) -> None:
+    """BUG: start() takes the lock first and does not release it when building the sinks
+    fails, so the process cannot start a payload log on that directory again."""
+    bad = PayloadLog(
+        logs.settings(sinks=[FileSinkConfig(type="file", name="store", path=tmp_path / "o")]),
+        CollectorRegistry(),
+    )
+    try:
+        with pytest.raises(ConfigError, match="two sinks are named 'store'"):
+            bad.start()
+        assert bad._lock_fd is None  # fails: the lock's descriptor is still open
+        good = logs.start()  # and this raises 'used by another servekit process'
+        assert good.sink_names == ["store"]
+    finally:
+        if bad._lock_fd is not None:
+            os.close(bad._lock_fd)  # release what the failed start leaked
+
+
+def test_stop_waits_for_sinks_then_leaves_the_rest_spooled(logs: Logs) -> None:
+    log = logs.start(shutdown_flush_seconds=0.3)
+    break_store(log)
+    for n in range(5):
+        record(log, n)
+    wait_until(lambda: logs.value(log, "servekit_payload_delivery_retries_total", sink="store") > 0)
+    started = time.monotonic()
+    logs.stop(log)
+    elapsed = time.monotonic() - started
+    assert 0.3 <= elapsed < 3.0
+    assert log.pending() == {"store": 5}  # what was left stays in the spool
+
+    again = logs.start()
+    flushed(again)
+    assert [r["id"] for r in stored(again)] == [f"req-{n}" for n in range(5)]  # replayed
+
+
+def test_stop_returns_once_the_sinks_caught_up(logs: Logs) -> None:
+    log = logs.start(shutdown_flush_seconds=5.0)
+    for n in range(50):
+        record(log, n)
+    started = time.monotonic()
+    logs.stop(log)
+    assert time.monotonic() - started < 3.0
+    assert log.pending() == {"store": 0}
+
+
+def test_feedback_before_its_prediction_is_stored_joins_when_it_lands(
+    logs: Logs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = logs.start()
+    store = log.store
+    assert store is not None
+    release, entered = pause_store(log, monkeypatch)
+    try:
+        record(log, 2, version="7")  # predicts label 2
+        assert entered.wait(TIMEOUT)  # appended and read, but not in the store yet
+        assert log.find_version("iris", "req-2") == "7"
+        store.add_feedback("iris", "req-2", truth=2, reward=1.0)
+        assert store.counts() == {"inferences": 0, "feedback": 1}
+        assert store.labelled("iris") == []  # nothing to join yet
+    finally:
+        release.set()
+    flushed(log)
+
+    (labelled,) = store.labelled("iris")
+    assert labelled.id == "req-2"
+    assert labelled.version == "7"
+    assert labelled.truth == 2
+    assert labelled.reward == 1.0
+    assert labelled.response["outputs"][0]["data"] == [2]
+    assert labelled.time == T0 + 2
+    assert store.labelled("iris", since=labelled.feedback_time + 1) == []
+    (row,) = stored(log)
+    assert row["truth"] == 2 and row["reward"] == 1.0
