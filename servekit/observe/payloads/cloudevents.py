@@ -40,12 +40,24 @@ FORMAT = FastJSONFormat()
 
 def to_events(record: InferenceRecord, mode: str = "all") -> list[CloudEvent]:
     """The request and/or response events of one record (``mode``: all, request, response)."""
-    events = []
+    return [_Event(attributes, data) for attributes, data in _halves(record, mode, iso=False)]
+
+
+def event_dicts(record: InferenceRecord, mode: str = "all") -> list[dict[str, Any]]:
+    """The structured-mode JSON objects of a record's events, without building SDK objects
+    (batch mode and files: what ``event_dict(to_events(...))`` gives, at a third of the cost)."""
+    return [{**attributes, "data": data} for attributes, data in _halves(record, mode, iso=True)]
+
+
+def _halves(record: InferenceRecord, mode: str, *, iso: bool) -> list[tuple[dict, dict]]:
+    halves = []
     if mode != "response":
-        events.append(_event(record, REQUEST_TYPE, record.time, request_json(record)))
+        attributes = _attributes(record, REQUEST_TYPE, record.time, iso)
+        halves.append((attributes, request_json(record)))
     if mode != "request":
-        events.append(_event(record, RESPONSE_TYPE, record.response_time, response_json(record)))
-    return events
+        attributes = _attributes(record, RESPONSE_TYPE, record.response_time, iso)
+        halves.append((attributes, response_json(record)))
+    return halves
 
 
 class _Event(CloudEvent):
@@ -61,36 +73,47 @@ class _Event(CloudEvent):
         self._data = data
 
 
-_validated: set[tuple[str, ...]] = set()
+_templates: dict[tuple[str, ...], dict[str, Any]] = {}
 
 
-def _event(record: InferenceRecord, kind: str, at: float, data: dict[str, Any]) -> CloudEvent:
-    attributes = {
-        "specversion": "1.0",
-        "id": record.id,
-        "type": kind,
-        "source": f"http://{_HOST}/servekit/{record.service}",
-        "time": datetime.fromtimestamp(at, UTC),
-        "datacontenttype": "application/json",
-        # KServe logger extensions
-        "inferenceservicename": record.service,
-        "namespace": "default",
-        "component": "predictor",
-        "endpoint": record.variant,
-        # servekit's own
-        "modelid": record.model,
-        "modelversion": record.version,
-        "protocol": record.protocol,
-        "status": record.status,
-        "latencyms": str(round(record.latency_ms, 3)),
-    }
+def _attributes(record: InferenceRecord, kind: str, at: float, iso: bool) -> dict[str, Any]:
     key = (kind, record.service, record.variant, record.model, record.version, record.protocol,
            record.status)  # fmt: skip
-    if key not in _validated:
-        CloudEvent(dict(attributes), data)  # raises on an invalid attribute
-        if len(_validated) < 10_000:
-            _validated.add(key)
-    return _Event(attributes, data)
+    template = _templates.get(key)
+    if template is None:
+        template = {
+            "specversion": "1.0",
+            "id": "",
+            "type": kind,
+            "source": f"http://{_HOST}/servekit/{record.service}",
+            "time": None,
+            "datacontenttype": "application/json",
+            # KServe logger extensions
+            "inferenceservicename": record.service,
+            "namespace": "default",
+            "component": "predictor",
+            "endpoint": record.variant,
+            # servekit's own
+            "modelid": record.model,
+            "modelversion": record.version,
+            "protocol": record.protocol,
+            "status": record.status,
+            "latencyms": "0",
+        }
+        # Validated once per attribute set: raises on an invalid attribute.
+        CloudEvent({**template, "id": "x", "time": datetime.now(UTC)}, None)
+        if len(_templates) < 10_000:
+            _templates[key] = template
+    attributes = template.copy()
+    attributes["id"] = record.id
+    when = datetime.fromtimestamp(at, UTC)
+    attributes["time"] = _iso(when) if iso else when
+    attributes["latencyms"] = f"{record.latency_ms:.3f}"
+    return attributes
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
 
 
 def event_dict(event: CloudEvent) -> dict[str, Any]:
@@ -98,7 +121,7 @@ def event_dict(event: CloudEvent) -> dict[str, Any]:
     document = dict(event.get_attributes())
     when = document.get("time")
     if isinstance(when, datetime):
-        document["time"] = when.isoformat().replace("+00:00", "Z")
+        document["time"] = _iso(when)
     data = event.get_data()
     if data is not None:
         document["data"] = data
@@ -113,5 +136,6 @@ def structured_message(event: CloudEvent) -> HTTPMessage:
     return to_structured(event, FORMAT)
 
 
-def batch_body(events: list[CloudEvent]) -> bytes:
-    return orjson.dumps([event_dict(e) for e in events])
+def batch_body(records: list[InferenceRecord], mode: str = "all") -> bytes:
+    """An ``application/cloudevents-batch+json`` body: a JSON array of structured events."""
+    return orjson.dumps([d for r in records for d in event_dicts(r, mode)])

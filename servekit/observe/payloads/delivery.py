@@ -20,6 +20,9 @@ from servekit.observe.payloads.sinks.base import RejectedEvents, Sink
 logger = logging.getLogger("servekit.payloads")
 
 IDLE_POLL_SECONDS = 0.02
+LINGER_SECONDS = 0.05
+"""After a batch that was not full, wait this long before reading again: bigger batches cost
+less per event (one transaction, one POST, one cursor commit) for 50 ms more delivery delay."""
 FIRST_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 5.0
 
@@ -66,6 +69,8 @@ class SinkWorker(threading.Thread):
                     return
                 self._journal.commit(name, batch[-1][0] + 1)
                 self._in_memory = 0
+                if len(batch) < self.sink.options.batch_size:
+                    self._stop_requested.wait(LINGER_SECONDS)
                 self._metrics.spool_bytes.set(self._journal.size)
             self._sync_dropped()
         finally:

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from servekit.types.tensors import Tensor, from_raw, to_json_data, to_raw
+from servekit.types.tensors import NUMPY_DTYPES, Tensor, from_raw, to_json_data, to_raw
 
 REDACTED = "[redacted]"
 
@@ -97,17 +97,26 @@ def to_array(tensor: TensorRecord) -> np.ndarray | None:
     return from_raw(tensor.name, tensor.datatype, tensor.shape, tensor.data)
 
 
+def values(tensor: TensorRecord) -> list[Any] | None:
+    """The tensor's flat values as JSON-ready Python objects, or None when left out."""
+    if tensor.state:
+        return None
+    if tensor.datatype == "BYTES":
+        array = from_raw(tensor.name, "BYTES", tensor.shape, tensor.data)
+        return to_json_data(array, "BYTES")
+    return np.frombuffer(tensor.data, NUMPY_DTYPES[tensor.datatype]).tolist()
+
+
 def tensor_json(tensor: TensorRecord) -> dict[str, Any]:
     """The tensor in V2 JSON form (``data`` as a flat list); left-out data is marked."""
-    entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype}
-    entry["shape"] = tensor.shape
-    array = to_array(tensor)
-    if array is None:
-        entry["data"] = None
+    entry: dict[str, Any] = {
+        "name": tensor.name,
+        "datatype": tensor.datatype,
+        "shape": tensor.shape,
+        "data": values(tensor),
+    }
+    if tensor.state:
         entry["parameters"] = {"servekit_payload": tensor.state}
-    else:
-        data = to_json_data(array, tensor.datatype)
-        entry["data"] = data.tolist() if isinstance(data, np.ndarray) else data
     return entry
 
 
@@ -139,11 +148,8 @@ def first_values(tensors: list[TensorRecord] | None, limit: int = 1024) -> list[
     """The first tensor's values (the prediction, for most models), flat and bounded."""
     if not tensors:
         return None
-    array = to_array(tensors[0])
-    if array is None:
-        return None
-    data = to_json_data(array.reshape(-1)[:limit], tensors[0].datatype)
-    return data.tolist() if isinstance(data, np.ndarray) else data
+    found = values(tensors[0])
+    return found[:limit] if found is not None else None
 
 
 __all__ = [
@@ -158,4 +164,5 @@ __all__ = [
     "response_json",
     "tensor_json",
     "to_array",
+    "values",
 ]

@@ -113,7 +113,7 @@ def test_jsonl_lines_are_structured_cloudevents(tmp_path: Path) -> None:
     ]
     assert response["time"] == "2023-11-14T22:13:21.252500Z"  # arrival + latency
     assert response["data"]["outputs"][0]["data"] == [1]
-    assert response["latencyms"] == "2.5"
+    assert response["latencyms"] == "2.500"
 
 
 @pytest.mark.parametrize(("mode", "kind"), [("request", REQUEST_TYPE), ("response", RESPONSE_TYPE)])

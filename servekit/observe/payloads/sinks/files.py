@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import orjson
 
-from servekit.observe.payloads.cloudevents import event_dict, to_events
+from servekit.observe.payloads.cloudevents import event_dicts
 from servekit.observe.payloads.config import FileSinkConfig
 from servekit.observe.payloads.record import InferenceRecord
 
@@ -57,9 +57,7 @@ class FileSink:
         ):
             self._finish()
         lines = [
-            orjson.dumps(event_dict(e)) + b"\n"
-            for r in records
-            for e in to_events(r, self.options.mode)
+            orjson.dumps(d) + b"\n" for r in records for d in event_dicts(r, self.options.mode)
         ]
         if not lines:
             return

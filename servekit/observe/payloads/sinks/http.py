@@ -32,10 +32,11 @@ class HTTPSink:
 
     def deliver(self, records: list[InferenceRecord]) -> None:
         assert self._client is not None
-        events = [e for r in records for e in to_events(r, self.options.mode)]
         if self.options.content_mode == "batch":
-            self._post(batch_body(events), {"content-type": BATCH_CONTENT_TYPE})
+            body = batch_body(records, self.options.mode)
+            self._post(body, {"content-type": BATCH_CONTENT_TYPE})
             return
+        events = [e for r in records for e in to_events(r, self.options.mode)]
         render = binary_message if self.options.content_mode == "binary" else structured_message
         for event in events:
             message = render(event)
