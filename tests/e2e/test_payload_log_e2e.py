@@ -13,11 +13,15 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
+import numpy as np
 import psycopg
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from servekit.testing import ServerProcess
 from servekit.testing.event_receiver import ReceiverProcess
@@ -338,3 +342,17 @@ def test_cli_logs(logged_server: ServerProcess, tmp_path: Path) -> None:
     )  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     assert event_id in pq.read_table(target).column("id").to_pylist()
+
+
+def test_grpc_inferences_are_logged_with_their_id(logged_server: ServerProcess) -> None:
+    request = pb.ModelInferRequest(model_name="iris")
+    tensor = request.inputs.add(name="input-0", datatype="FP32", shape=[1, 4])
+    tensor.contents.fp32_contents.extend(ROW)
+    with grpc.insecure_channel(logged_server.grpc_target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        response, call = stub.ModelInfer.with_call(request, timeout=10)
+    trailing = dict(call.trailing_metadata())
+    assert response.id and trailing["x-request-id"] == response.id
+    event = wait_logged(logged_server, response.id)
+    assert event["protocol"] == "grpc" and event["status"] == "ok"
+    assert np.allclose(event["request"]["inputs"][0]["data"], ROW)
