@@ -10,11 +10,11 @@ import hmac
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from servekit import __version__
+from servekit.core.ids import RequestIds
 from servekit.core.lifecycle import ModelState
 from servekit.core.manager import ModelManager
 from servekit.core.registry import ModelHandle, ModelRegistry
@@ -63,6 +63,7 @@ class DataPlane:
         self._manager = manager
         self._admin_token = admin_token
         self._strict_readiness = strict_readiness
+        self._ids = RequestIds()
         self.loading_complete = False
         self.metadata = ServerMetadata(SERVER_NAME, __version__, EXTENSIONS)
 
@@ -151,7 +152,7 @@ class DataPlane:
             handle = self._registry.get(name, version or None)
             model_label, version_label = handle.name, handle.version
             decoded = request = request() if callable(request) else request
-            context.request_id = request.id or context.request_id or str(uuid.uuid4())
+            context.request_id = request.id or context.request_id or self._ids.next()
             if self.payload_log is not None:
                 self.payload_log.admit()
             if not handle.ready:
@@ -210,7 +211,7 @@ class DataPlane:
                 model_label, version_label, context.protocol, status, elapsed
             )
             if context.request_id is None:
-                context.request_id = str(uuid.uuid4())
+                context.request_id = self._ids.next()
             if self.payload_log is not None:
                 self._log_payload(
                     handle, name, version, decoded, response, context, started_wall, elapsed,

@@ -50,14 +50,21 @@ def event_dicts(record: InferenceRecord, mode: str = "all") -> list[dict[str, An
 
 
 def _halves(record: InferenceRecord, mode: str, *, iso: bool) -> list[tuple[dict, dict]]:
+    """(attributes, data) per event; with ``iso`` (our own JSON path) the time is text and
+    tensor data stays numpy, written by ``dumps``."""
     halves = []
     if mode != "response":
         attributes = _attributes(record, REQUEST_TYPE, record.time, iso)
-        halves.append((attributes, request_json(record)))
+        halves.append((attributes, request_json(record, arrays=iso)))
     if mode != "request":
         attributes = _attributes(record, RESPONSE_TYPE, record.response_time, iso)
-        halves.append((attributes, response_json(record)))
+        halves.append((attributes, response_json(record, arrays=iso)))
     return halves
+
+
+def dumps(value: Any) -> bytes:
+    """JSON for ``event_dicts`` output (numpy tensor data included)."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class _Event(CloudEvent):
@@ -138,4 +145,4 @@ def structured_message(event: CloudEvent) -> HTTPMessage:
 
 def batch_body(records: list[InferenceRecord], mode: str = "all") -> bytes:
     """An ``application/cloudevents-batch+json`` body: a JSON array of structured events."""
-    return orjson.dumps([d for r in records for d in event_dicts(r, mode)])
+    return dumps([d for r in records for d in event_dicts(r, mode)])

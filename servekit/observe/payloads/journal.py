@@ -2,17 +2,22 @@
 
 Why one journal instead of a queue per sink: every event is written once, before the client's
 response leaves, so a slow or dead sink costs disk space, not memory, and a hard kill loses
-nothing that was answered (the write reaches the page cache; ``fsync`` is opt-in for power loss).
+nothing that was answered. Segments are preallocated and memory-mapped: appending is a copy into
+the page cache, without a system call (``fsync`` is opt-in, for power loss).
 Each sink keeps a cursor (the next offset it needs) in a small file, committed after each
 delivered batch, so after a restart it resumes where it stopped: at least once, in order.
 
 Layout: ``<dir>/segments/<first offset>.seg`` files of framed records
-(``u32 length | u32 crc32 | payload``) and ``<dir>/cursors/<sink>``.
+(``u32 length | u32 crc32 | payload``, then zeros up to the preallocated size) and
+``<dir>/cursors/<sink>``. A record's header is written after its payload, so a reader that
+finds a zero length or a bad checksum knows the record is not complete yet.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import mmap
 import os
 import struct
 import threading
@@ -35,6 +40,7 @@ class _Segment:
     first: int
     path: Path
     size: int = 0
+    """Bytes of whole records (the file itself is preallocated to its capacity)."""
 
 
 class Journal:
@@ -65,63 +71,88 @@ class Journal:
         """Records each consumer lost because the journal was full (policy 'drop')."""
         self.end = 0
         """The offset the next record gets."""
+        self._size = 0
+        self._cursor_fds: dict[str, int] = {}
+        self._map: mmap.mmap
         self._open_segments()
 
     # -- writing (the event loop's thread) ----------------------------------------------------
 
     def _open_segments(self) -> None:
         for path in sorted(self._segments_dir.glob("*" + _SUFFIX), key=_first_offset):
-            self._segments.append(_Segment(_first_offset(path), path, path.stat().st_size))
+            self._segments.append(_Segment(_first_offset(path), path))
         if not self._segments:
             self._segments.append(_Segment(0, self._segments_dir / _name(0)))
-            self._fd = os.open(self._segments[0].path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            self._map_for_writing(self._segments[0], self.segment_bytes)
             return
+        for segment in self._segments:
+            count, segment.size = _scan(segment.path)
         last = self._segments[-1]
-        count, valid = _scan(last.path)
-        if valid < last.size:  # a torn tail (power loss): keep the whole records only
-            logger.warning("journal %s: dropping a torn record at byte %d", last.path, valid)
-            os.truncate(last.path, valid)
-            last.size = valid
         self.end = last.first + count
-        self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND)
+        self._map_for_writing(last, max(self.segment_bytes, last.path.stat().st_size))
+        self._map[last.size :] = bytes(len(self._map) - last.size)  # a torn tail: zero it
+        self._size = sum(s.size for s in self._segments)
+
+    def _map_for_writing(self, segment: _Segment, capacity: int) -> None:
+        fd = os.open(segment.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size < capacity:
+                try:  # real blocks now: a full disk is an error here, not a SIGBUS later
+                    os.posix_fallocate(fd, 0, capacity)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise JournalFull(f"cannot allocate spool space: {exc}") from None
+                    os.ftruncate(fd, capacity)
+            self._map = mmap.mmap(fd, capacity)
+        finally:
+            os.close(fd)
 
     @property
     def size(self) -> int:
-        return sum(s.size for s in self._segments)
+        return self._size
 
     @property
     def full(self) -> bool:
-        return self.on_full == "block" and self.size >= self.max_bytes
+        return self.on_full == "block" and self._size >= self.max_bytes
 
     def append(self, payload: bytes, *, force: bool = False) -> int:
         """Write one record; its offset. Raises JournalFull at the limit (policy 'block')
         unless ``force``: a request admitted before the limit was reached is still logged."""
-        frame = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+        if not payload:
+            raise ValueError("a journal record cannot be empty (a zero length marks the end)")
+        needed = _FRAME.size + len(payload)
         with self._lock:
-            if self._segments[-1].size >= self.segment_bytes:
-                self._rotate()
-            if (
-                self.size + len(frame) > self.max_bytes
-                and not self._make_room(len(frame))
-                and not force
-            ):
+            current = self._segments[-1]
+            if current.size + needed > len(self._map):
+                if current.size:
+                    self._rotate(needed)
+                else:  # an empty segment: grow it rather than start one at the same offset
+                    self._map.close()
+                    self._map_for_writing(current, max(self.segment_bytes, needed))
+            if self._size + needed > self.max_bytes and not self._make_room(needed) and not force:
                 raise JournalFull(
                     f"the payload log spool is full ({self.max_bytes} bytes) "
                     "because a sink is not keeping up"
                 )
             segment = self._segments[-1]  # _make_room may have rotated
-            os.write(self._fd, frame)
+            position = segment.size
+            self._map[position + _FRAME.size : position + needed] = payload
+            self._map[position : position + _FRAME.size] = _FRAME.pack(
+                len(payload), zlib.crc32(payload)
+            )
             if self.fsync:
-                os.fsync(self._fd)
-            segment.size += len(frame)
+                self._map.flush()
+            segment.size += needed
+            self._size += needed
             offset = self.end
             self.end += 1
             return offset
 
-    def _rotate(self) -> _Segment:
-        os.close(self._fd)
+    def _rotate(self, needed: int = 0) -> _Segment:
         segment = _Segment(self.end, self._segments_dir / _name(self.end))
-        self._fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        previous = self._map
+        self._map_for_writing(segment, max(self.segment_bytes, needed))
+        previous.close()
         self._segments.append(segment)
         return segment
 
@@ -134,7 +165,7 @@ class Journal:
             if len(self._segments) < 2:
                 if self._segments[0].size == 0:
                     return False  # one record larger than the whole spool
-                self._rotate()  # so that the segment being written can be dropped too
+                self._rotate(needed)  # so that the segment being written can be dropped too
             oldest, following = self._segments[0], self._segments[1]
             for name, cursor in self._cursors.items():
                 if cursor < following.first:
@@ -149,14 +180,16 @@ class Journal:
                         "payload log spool full: sink %r lost %d events (policy 'drop')", name, lost
                     )
             oldest.path.unlink(missing_ok=True)
-            self._segments.pop(0)
+            self._size -= self._segments.pop(0).size
         return True
 
     def close(self) -> None:
         with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+            if not self._map.closed:
+                self._map.close()
+            for fd in self._cursor_fds.values():
+                os.close(fd)
+            self._cursor_fds.clear()
 
     def take_dropped(self, name: str) -> int:
         """Records ``name`` lost since the last call (policy 'drop')."""
@@ -195,14 +228,19 @@ class Journal:
             self._trim_locked()
 
     def _write_cursor(self, name: str, offset: int) -> None:
-        tmp = self._cursors_dir / f".{name}.tmp"
-        tmp.write_text(str(offset))
-        os.replace(tmp, self._cursors_dir / name)
+        """One fixed-width write in place: a single small write cannot be torn by a crash."""
+        fd = self._cursor_fds.get(name)
+        if fd is None:
+            path = self._cursors_dir / name
+            fd = self._cursor_fds[name] = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        os.pwrite(fd, b"%020d" % offset, 0)
 
     def _trim_locked(self) -> None:
         low = min(self._cursors.values(), default=self.end)
         while len(self._segments) > 1 and self._segments[1].first <= low:
-            self._segments.pop(0).path.unlink(missing_ok=True)
+            segment = self._segments.pop(0)
+            segment.path.unlink(missing_ok=True)
+            self._size -= segment.size
 
     def reader(self, name: str) -> JournalReader:
         return JournalReader(self, name)
@@ -216,12 +254,13 @@ class Journal:
 
 
 class JournalReader:
-    """Sequential reads for one consumer, from its cursor, across segment files."""
+    """Sequential reads for one consumer, from its cursor, across memory-mapped segments."""
 
     def __init__(self, journal: Journal, name: str) -> None:
         self._journal = journal
         self._name = name
-        self._file = None
+        self._map: mmap.mmap | None = None
+        self._position = 0
         self._next = journal.cursor(name)
         self._path: Path | None = None
 
@@ -236,23 +275,17 @@ class JournalReader:
             self.rewind()  # the journal dropped records under us
         out: list[tuple[int, bytes]] = []
         while len(out) < max_records and self._next < self._journal.end:
-            if self._file is None and not self._open():
+            if self._map is None and not self._open():
                 break
-            start = self._file.tell()
-            header = self._file.read(_FRAME.size)
-            if len(header) < _FRAME.size:
+            record = _record_at(self._map, self._position)  # type: ignore[arg-type]
+            if record is None:  # end of this segment, or a record still being written
                 located = self._journal._locate(self._next)
                 if located is not None and located[0] != self._path:
-                    self._close()  # this segment is finished: the next one holds self._next
+                    self._close()  # the next segment holds self._next
                     continue
-                self._file.seek(start)  # the writer has not finished this record yet
                 break
-            length, crc = _FRAME.unpack(header)
-            payload = self._file.read(length)
-            if len(payload) < length or zlib.crc32(payload) != crc:
-                self._file.seek(start)  # a record still being written: read it next time
-                break
-            out.append((self._next, payload))
+            out.append((self._next, record))
+            self._position += _FRAME.size + len(record)
             self._next += 1
         journal = self._journal
         with journal._lock:  # atomic with respect to a drop
@@ -267,23 +300,37 @@ class JournalReader:
         if located is None:
             return False
         path, first = located
-        self._file = open(path, "rb")  # noqa: SIM115 - kept open across reads
+        try:
+            with open(path, "rb") as handle:
+                self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # trimmed or dropped meanwhile
+            return False
         self._path = path
+        self._position = 0
         for _ in range(self._next - first):  # skip to the cursor (once per segment)
-            header = self._file.read(_FRAME.size)
-            if len(header) < _FRAME.size:
-                self._close()
-                return False
-            self._file.seek(_FRAME.unpack(header)[0], os.SEEK_CUR)
+            length = _FRAME.unpack_from(self._map, self._position)[0]
+            self._position += _FRAME.size + length
         return True
 
     def _close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._map is not None:
+            self._map.close()
+            self._map = None
 
     def close(self) -> None:
         self._close()
+
+
+def _record_at(view: mmap.mmap, position: int) -> bytes | None:
+    """The complete record at ``position``, or None (zeros, a torn or unfinished record)."""
+    if position + _FRAME.size > len(view):
+        return None
+    length, crc = _FRAME.unpack_from(view, position)
+    start = position + _FRAME.size
+    if length == 0 or start + length > len(view):
+        return None
+    payload = view[start : start + length]
+    return payload if zlib.crc32(payload) == crc else None
 
 
 def _name(first: int) -> str:
@@ -298,13 +345,10 @@ def _scan(path: Path) -> tuple[int, int]:
     """(whole records, bytes they span) from the start of a segment file."""
     count = valid = 0
     with open(path, "rb") as handle:
-        while True:
-            header = handle.read(_FRAME.size)
-            if len(header) < _FRAME.size:
-                return count, valid
-            length, crc = _FRAME.unpack(header)
-            payload = handle.read(length)
-            if len(payload) < length or zlib.crc32(payload) != crc:
-                return count, valid
-            count += 1
-            valid += _FRAME.size + length
+        if os.fstat(handle.fileno()).st_size == 0:
+            return 0, 0
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            while (record := _record_at(view, valid)) is not None:
+                count += 1
+                valid += _FRAME.size + len(record)
+    return count, valid

@@ -97,39 +97,43 @@ def to_array(tensor: TensorRecord) -> np.ndarray | None:
     return from_raw(tensor.name, tensor.datatype, tensor.shape, tensor.data)
 
 
-def values(tensor: TensorRecord) -> list[Any] | None:
-    """The tensor's flat values as JSON-ready Python objects, or None when left out."""
+def values(tensor: TensorRecord, arrays: bool = False) -> Any:
+    """The tensor's flat values, or None when left out: a list, or with ``arrays`` a numpy
+    view for ``orjson.OPT_SERIALIZE_NUMPY`` (no Python object per element)."""
     if tensor.state:
         return None
     if tensor.datatype == "BYTES":
         array = from_raw(tensor.name, "BYTES", tensor.shape, tensor.data)
         return to_json_data(array, "BYTES")
-    return np.frombuffer(tensor.data, NUMPY_DTYPES[tensor.datatype]).tolist()
+    flat = np.frombuffer(tensor.data, NUMPY_DTYPES[tensor.datatype])
+    if not arrays:
+        return flat.tolist()
+    return flat.astype(np.float32) if tensor.datatype == "FP16" else flat
 
 
-def tensor_json(tensor: TensorRecord) -> dict[str, Any]:
-    """The tensor in V2 JSON form (``data`` as a flat list); left-out data is marked."""
+def tensor_json(tensor: TensorRecord, arrays: bool = False) -> dict[str, Any]:
+    """The tensor in V2 JSON form (``data`` flat); left-out data is marked."""
     entry: dict[str, Any] = {
         "name": tensor.name,
         "datatype": tensor.datatype,
         "shape": tensor.shape,
-        "data": values(tensor),
+        "data": values(tensor, arrays),
     }
     if tensor.state:
         entry["parameters"] = {"servekit_payload": tensor.state}
     return entry
 
 
-def request_json(record: InferenceRecord) -> dict[str, Any]:
+def request_json(record: InferenceRecord, arrays: bool = False) -> dict[str, Any]:
     """The request in V2 JSON form, as the request event's data."""
     document: dict[str, Any] = {"id": record.id}
     if record.parameters:
         document["parameters"] = record.parameters
-    document["inputs"] = [tensor_json(t) for t in record.inputs or ()]
+    document["inputs"] = [tensor_json(t, arrays) for t in record.inputs or ()]
     return document
 
 
-def response_json(record: InferenceRecord) -> dict[str, Any]:
+def response_json(record: InferenceRecord, arrays: bool = False) -> dict[str, Any]:
     """The response in V2 JSON form, or the error the client got."""
     document: dict[str, Any] = {
         "model_name": record.model,
@@ -140,7 +144,7 @@ def response_json(record: InferenceRecord) -> dict[str, Any]:
         document["error"] = record.error
         document["status"] = record.http_status
     else:
-        document["outputs"] = [tensor_json(t) for t in record.outputs or ()]
+        document["outputs"] = [tensor_json(t, arrays) for t in record.outputs or ()]
     return document
 
 

@@ -3,6 +3,7 @@ stop, and resuming after a restart."""
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 import zlib
@@ -139,7 +140,6 @@ class Harness:
             self.close_journal(journal)
 
     def close_journal(self, journal: Journal) -> None:
-        """Once only: Journal.close is not idempotent (a second call closes a reused fd)."""
         self.journals.remove(journal)
         journal.close()
 
@@ -178,9 +178,19 @@ def test_delivers_in_order_in_batches_and_commits(harness: Harness) -> None:
     assert all(0 < len(batch) <= 64 for _, batch in sink.attempts)
     assert journal.cursor("fake") == 400
     cursor_file = harness.directory / "cursors" / "fake"
-    wait_until(lambda: cursor_file.read_text() == "400")  # written just after the memory copy
+    # Written just after the memory copy: fixed width, in place.
+    wait_until(lambda: cursor_file.read_bytes() == b"00000000000000000400")
     segments = harness.directory / "segments"
     wait_until(lambda: len(list(segments.glob("*.seg"))) == 1)  # all delivered: trimmed
+    (last,) = segments.glob("*.seg")
+    first = int(last.stem)
+    payloads = [encode(make_record(n)) for n in range(first, 400)]
+    frames = b"".join(struct.pack("<II", len(p), zlib.crc32(p)) + p for p in payloads)
+    assert journal.size == len(frames)  # the records the segment holds, not its file's size
+    raw = last.read_bytes()
+    assert len(raw) == 1024  # preallocated
+    assert raw[: len(frames)] == frames
+    assert raw[len(frames) :] == bytes(1024 - len(frames))
     assert harness.value("servekit_payload_events_delivered_total", sink="fake") == 400
     assert harness.value("servekit_payload_delivery_retries_total", sink="fake") == 0
     wait_until(lambda: harness.value("servekit_payload_events_spooled", sink="fake") == 0)
@@ -373,14 +383,16 @@ def test_undelivered_records_are_delivered_after_a_restart(harness: Harness) -> 
     worker = harness.worker(first, journal)
     first.wait_for(lambda: len(first.attempts) >= 4)  # two delivered, then failing retries
     harness.stop(worker)
+    size = journal.size
     harness.close_journal(journal)
     assert first.ids == ids(range(20))
-    committed = int((harness.directory / "cursors" / "fake").read_text())
-    assert committed == 20
+    committed = (harness.directory / "cursors" / "fake").read_text()
+    assert committed == "00000000000000000020" and int(committed) == 20
 
     # A new process: a new journal on the same directory and a new worker for the same sink.
     reopened = harness.journal(segment_bytes=512)
     assert reopened.end == 100
+    assert reopened.size == size  # whole records, found again by scanning the segments
     append(reopened, range(100, 110))
     second = FakeSink(batch_size=10)
     worker = harness.worker(second, reopened)

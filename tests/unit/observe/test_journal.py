@@ -1,5 +1,6 @@
-"""The payload spool: framed records in segment files, per-consumer cursors, trimming, the
-'block' and 'drop' policies, recovery of a torn tail, and a reader racing the writer."""
+"""The payload spool: framed records in preallocated, memory-mapped segment files, per-consumer
+cursors, trimming, the 'block' and 'drop' policies, recovery of a torn tail, and a reader racing
+the writer."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from servekit.observe.payloads.journal import Journal, JournalFull, JournalReader
 
 FRAME = 8  # u32 length | u32 crc32
+RECORD = FRAME + 13  # the frame of payload(n)
 
 
 def payload(n: int, width: int = 13) -> bytes:
@@ -22,8 +24,25 @@ def payload(n: int, width: int = 13) -> bytes:
     return f"r{n:0{width - 1}d}".encode()
 
 
+def frame(data: bytes) -> bytes:
+    return struct.pack("<II", len(data), zlib.crc32(data)) + data
+
+
 def segment_firsts(directory: Path) -> list[int]:
     return sorted(int(p.stem) for p in (directory / "segments").glob("*.seg"))
+
+
+def segment_path(directory: Path, first: int) -> Path:
+    return directory / "segments" / f"{first:020d}.seg"
+
+
+def assert_segment(path: Path, records: list[bytes], capacity: int) -> None:
+    """``path`` keeps its preallocated ``capacity``: exactly ``records``, framed, then zeros."""
+    raw = path.read_bytes()
+    used = b"".join(frame(r) for r in records)
+    assert len(raw) == capacity
+    assert raw[: len(used)] == used
+    assert raw[len(used) :] == bytes(capacity - len(used))
 
 
 def read_all(reader: JournalReader, batch: int = 1000) -> list[tuple[int, bytes]]:
@@ -34,8 +53,7 @@ def read_all(reader: JournalReader, batch: int = 1000) -> list[tuple[int, bytes]
 
 
 class Journals:
-    """The journals a test opens; each is closed exactly once (Journal.close is not idempotent:
-    a second call would close whatever file reused the descriptor)."""
+    """The journals a test opens, closed at the end of the test with their readers."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -71,17 +89,19 @@ def open_journal(tmp_path: Path) -> Iterator[Journals]:
 
 
 def test_offsets_size_and_frames(open_journal, tmp_path: Path) -> None:
-    journal = open_journal(fsync=True)
+    journal = open_journal(segment_bytes=4096, fsync=True)
+    assert journal.segment_bytes == 4096
     assert journal.end == 0 and journal.size == 0
-    assert [journal.append(payload(i)) for i in range(5)] == [0, 1, 2, 3, 4]
-    assert journal.append(b"") == 5  # an empty record is still a record
-    assert journal.end == 6
-    assert journal.size == 5 * (FRAME + 13) + FRAME
-
     (segment,) = (tmp_path / "spool" / "segments").glob("*.seg")
     assert segment.name == "00000000000000000000.seg"
+    assert_segment(segment, [], 4096)  # preallocated from the start, all zeros
+
+    assert [journal.append(payload(i)) for i in range(5)] == [0, 1, 2, 3, 4]
+    assert journal.append(b"x") == 5  # a one-byte record
+    assert journal.end == 6
+    assert journal.size == 5 * RECORD + FRAME + 1  # whole records, not the file's size
+    assert_segment(segment, [*(payload(i) for i in range(5)), b"x"], 4096)
     raw = segment.read_bytes()
-    assert len(raw) == journal.size
     length, crc = struct.unpack_from("<II", raw, 0)
     assert length == 13 and crc == zlib.crc32(payload(0))
     assert raw[FRAME : FRAME + 13] == payload(0)
@@ -89,36 +109,83 @@ def test_offsets_size_and_frames(open_journal, tmp_path: Path) -> None:
     journal.register("a")
     reader = open_journal.reader(journal, "a")
     assert reader.read(2) == [(0, payload(0)), (1, payload(1))]
-    assert reader.read(100) == [(2, payload(2)), (3, payload(3)), (4, payload(4)), (5, b"")]
+    assert reader.read(100) == [(2, payload(2)), (3, payload(3)), (4, payload(4)), (5, b"x")]
     assert reader.read(100) == []
     reader.close()
 
 
-def test_reads_across_many_small_segments(open_journal, tmp_path: Path) -> None:
-    journal = open_journal(segment_bytes=64)  # 3 records of 21 bytes, then the 4th rotates
-    assert journal.segment_bytes == 64
+def test_a_record_larger_than_a_segment_gets_a_segment_of_its_own(
+    open_journal, tmp_path: Path
+) -> None:
+    directory = tmp_path / "spool"
+    journal = open_journal(segment_bytes=4096)
+    big = bytes(range(256)) * 20  # 5120 bytes
+    journal.register("a")
+    assert journal.append(payload(0)) == 0
+    assert journal.append(big) == 1  # does not fit: a new segment, preallocated to its frame
+    assert journal.append(payload(2)) == 2  # nothing fits after it: a new segment again
+    assert segment_firsts(directory) == [0, 1, 2]
+    assert_segment(segment_path(directory, 0), [payload(0)], 4096)
+    assert_segment(segment_path(directory, 1), [big], FRAME + len(big))
+    assert_segment(segment_path(directory, 2), [payload(2)], 4096)
+    size = 2 * RECORD + FRAME + len(big)
+    assert journal.size == size
+    expected = [(0, payload(0)), (1, big), (2, payload(2))]
+    assert read_all(open_journal.reader(journal, "a"), batch=1) == expected
+
+    open_journal.close(journal)
+    reopened = open_journal(segment_bytes=4096)
+    assert (reopened.end, reopened.size) == (3, size)
+    assert reopened.register("a") == 0
+    assert read_all(open_journal.reader(reopened, "a")) == expected
+    assert_segment(segment_path(directory, 1), [big], FRAME + len(big))
+
+
+@pytest.mark.parametrize(
+    ("segment_bytes", "per_segment"),
+    [(63, 3), (64, 3), (83, 3), (84, 4)],
+    ids=["exactly-3", "3-and-1-byte", "4-minus-1-byte", "exactly-4"],
+)
+def test_reads_across_many_small_segments(
+    open_journal, tmp_path: Path, segment_bytes: int, per_segment: int
+) -> None:
+    """A segment rotates when the next frame does not fit: a segment never outgrows its
+    preallocated size, and the bytes it cannot use stay zero."""
+    directory = tmp_path / "spool"
+    journal = open_journal(segment_bytes=segment_bytes)
+    assert journal.segment_bytes == segment_bytes
     journal.register("a")
     for i in range(200):
         assert journal.append(payload(i)) == i
-    firsts = segment_firsts(tmp_path / "spool")
-    assert firsts == list(range(0, 200, 4))  # a segment rotates once it holds >= 64 bytes
+    firsts = segment_firsts(directory)
+    assert firsts == list(range(0, 200, per_segment))
+    assert journal.size == 200 * RECORD
+    for first in firsts:
+        records = [payload(i) for i in range(first, min(first + per_segment, 200))]
+        assert_segment(segment_path(directory, first), records, segment_bytes)
+
     reader = open_journal.reader(journal, "a")
     got = []
     while chunk := reader.read(7):
         assert len(chunk) <= 7
         got.extend(chunk)
     assert got == [(i, payload(i)) for i in range(200)]
-    # A reader opening mid-segment skips to its cursor.
-    journal.commit("a", 102)
+
+    # A reader opening mid-segment skips to its cursor, then goes on into the next segments.
+    middle = firsts[len(firsts) // 2] + 1
+    journal.commit("a", middle)
+    assert segment_firsts(directory)[0] == middle - 1  # the segments behind it were trimmed
+    assert journal.size == (200 - middle + 1) * RECORD
     second = open_journal.reader(journal, "a")
-    assert second.read(3) == [(102, payload(102)), (103, payload(103)), (104, payload(104))]
+    count = 2 * per_segment + 1
+    assert second.read(count) == [(i, payload(i)) for i in range(middle, middle + count)]
     reader.close()
     second.close()
 
 
 def test_cursor_and_end_survive_a_reopen(open_journal, tmp_path: Path) -> None:
     directory = tmp_path / "spool"
-    journal = open_journal(segment_bytes=100)
+    journal = open_journal(segment_bytes=100)  # 4 records of 21 bytes per segment
     assert journal.register("a") == 0
     assert journal.register("b") == 0
     for i in range(50):
@@ -128,60 +195,91 @@ def test_cursor_and_end_survive_a_reopen(open_journal, tmp_path: Path) -> None:
     journal.commit("a", 30)
     journal.commit("b", 12)
     reader.close()
+    assert segment_firsts(directory)[0] == 12
+    size = journal.size
+    assert size == (50 - 12) * RECORD
     open_journal.close(journal)
-    assert (directory / "cursors" / "a").read_text() == "30"
-    assert (directory / "cursors" / "b").read_text() == "12"
+    journal.close()  # closing twice is harmless
+    # A cursor is a fixed-width decimal number, rewritten in place.
+    assert (directory / "cursors" / "a").read_bytes() == b"00000000000000000030"
+    assert (directory / "cursors" / "b").read_bytes() == b"00000000000000000012"
+    assert_segment(segment_path(directory, 48), [payload(48), payload(49)], 100)
 
     reopened = open_journal(segment_bytes=100)
     assert reopened.end == 50
+    assert reopened.size == size  # the whole records, found again by scanning the segments
+    assert_segment(segment_path(directory, 48), [payload(48), payload(49)], 100)  # untouched
     assert reopened.register("a") == 30
     assert reopened.register("b") == 12
-    assert reopened.register("new") == segment_firsts(directory)[0]  # the oldest kept record
+    assert reopened.register("new") == 12  # the oldest kept record
     resumed = open_journal.reader(reopened, "a")
     assert read_all(resumed) == [(i, payload(i)) for i in range(30, 50)]
     assert reopened.append(payload(50)) == 50  # offsets continue after the reopen
+    assert reopened.size == size + RECORD
+    assert_segment(segment_path(directory, 48), [payload(48), payload(49), payload(50)], 100)
     assert resumed.read(10) == [(50, payload(50))]
     other = open_journal.reader(reopened, "b")
     assert [o for o, _ in read_all(other)] == list(range(12, 51))
+    reopened.commit("b", 51)
+    assert (directory / "cursors" / "b").read_bytes() == b"00000000000000000051"
+    assert int((directory / "cursors" / "a").read_text()) == 30
     resumed.close()
     other.close()
 
 
 def test_a_cursor_file_beyond_the_end_is_clamped(open_journal, tmp_path: Path) -> None:
+    cursors = tmp_path / "spool" / "cursors"
     journal = open_journal()
     for i in range(5):
         journal.append(payload(i))
-    (tmp_path / "spool" / "cursors" / "ahead").write_text("999")
-    (tmp_path / "spool" / "cursors" / "garbled").write_text("not a number")
+    (cursors / "ahead").write_text("999")
+    (cursors / "garbled").write_text("not a number")
     assert journal.register("ahead") == 5
     assert journal.register("garbled") == 0
+
+    # Any decimal text is a cursor (e.g. one written by an older version); the next commit
+    # overwrites it in place with the fixed-width form.
+    (cursors / "short").write_text("3")
+    assert journal.register("short") == 3
+    journal.commit("short", 4)
+    assert (cursors / "short").read_bytes() == b"00000000000000000004"
+    journal.commit("garbled", 2)
+    assert (cursors / "garbled").read_bytes() == b"00000000000000000002"
 
 
 @pytest.mark.parametrize(
     "garbage",
     [
         b"\x07\x00\x00",  # part of a header
-        struct.pack("<II", 100, 0) + b"only a few bytes",  # a header and part of its payload
+        struct.pack("<II", 100, 0) + b"only a few bytes",  # a length past the segment's end
+        struct.pack("<II", 30, zlib.crc32(b"x" * 30)) + b"x" * 12,  # part of its payload
         struct.pack("<II", 5, zlib.crc32(b"hello") ^ 1) + b"hello",  # whole, but a bad crc
     ],
-    ids=["partial-header", "partial-payload", "bad-crc"],
+    ids=["partial-header", "past-the-end", "partial-payload", "bad-crc"],
 )
-def test_a_torn_tail_is_truncated_on_reopen(open_journal, tmp_path: Path, garbage: bytes) -> None:
+def test_a_torn_tail_is_ignored_and_overwritten_on_reopen(
+    open_journal, tmp_path: Path, garbage: bytes
+) -> None:
     directory = tmp_path / "spool"
-    journal = open_journal(segment_bytes=64)
+    journal = open_journal(segment_bytes=64)  # 3 records per segment
     for i in range(10):
         journal.append(payload(i))
+    size = journal.size
     open_journal.close(journal)
-    last = directory / "segments" / f"{segment_firsts(directory)[-1]:020d}.seg"
-    good = last.stat().st_size
-    with open(last, "ab") as handle:
+    assert segment_firsts(directory) == [0, 3, 6, 9]
+    last = segment_path(directory, 9)
+    with open(last, "r+b") as handle:
+        handle.seek(RECORD)  # just after record 9, in the zeros
         handle.write(garbage)
 
     reopened = open_journal(segment_bytes=64)
-    assert last.stat().st_size == good  # the torn record is gone from the file
     assert reopened.end == 10
+    assert reopened.size == size
+    assert_segment(last, [payload(9)], 64)  # the torn record is zeroed; the file keeps its size
     assert reopened.append(payload(10)) == 10
-    assert reopened.append(payload(11)) == 11
+    assert reopened.append(payload(11)) == 11  # fills the segment where the torn record was
+    assert_segment(last, [payload(9), payload(10), payload(11)], 64)
+    assert reopened.size == size + 2 * RECORD
     reopened.register("a")
     reader = open_journal.reader(reopened, "a")
     assert read_all(reader, batch=3) == [(i, payload(i)) for i in range(12)]
@@ -191,52 +289,91 @@ def test_a_torn_tail_is_truncated_on_reopen(open_journal, tmp_path: Path, garbag
     open_journal.close(reopened)
     again = open_journal(segment_bytes=64)
     assert again.end == 12
+    assert again.size == 12 * RECORD
+    assert again.append(payload(12)) == 12
+    assert segment_firsts(directory) == [0, 3, 6, 9, 12]
+
+
+def test_a_record_after_the_zeros_is_never_read(open_journal, tmp_path: Path) -> None:
+    """The first zero length ends a segment: a whole, valid frame further on in the zero area
+    (stray bytes) is not a record, neither while the journal is open nor after a reopen, which
+    zeroes it."""
+    directory = tmp_path / "spool"
+    journal = open_journal(segment_bytes=4096)
+    journal.register("a")
+    for i in range(3):
+        journal.append(payload(i))
+    path = segment_path(directory, 0)
+    with open(path, "r+b") as handle:
+        handle.seek(3 * RECORD + 100)
+        handle.write(frame(payload(99)))
+    reader = open_journal.reader(journal, "a")
+    assert read_all(reader) == [(i, payload(i)) for i in range(3)]
+    assert reader.read(10) == []
+    reader.close()
+    open_journal.close(journal)
+
+    reopened = open_journal(segment_bytes=4096)
+    assert (reopened.end, reopened.size) == (3, 3 * RECORD)
+    assert reopened.register("a") == 0
+    assert_segment(path, [payload(i) for i in range(3)], 4096)
+    for i in range(3, 40):  # over where the stray frame was
+        assert reopened.append(payload(i)) == i
+    assert_segment(path, [payload(i) for i in range(40)], 4096)
+    assert read_all(open_journal.reader(reopened, "a"), batch=7) == [
+        (i, payload(i)) for i in range(40)
+    ]
 
 
 def test_trim_waits_for_every_consumer(open_journal, tmp_path: Path) -> None:
     directory = tmp_path / "spool"
-    journal = open_journal(segment_bytes=64)  # 4 records per segment
+    journal = open_journal(segment_bytes=64)  # 3 records per segment
     journal.register("a")
     journal.register("b")
     for i in range(40):
         journal.append(payload(i))
-    all_firsts = list(range(0, 40, 4))
+    all_firsts = list(range(0, 40, 3))
     assert segment_firsts(directory) == all_firsts
-    size = journal.size
+    assert journal.size == 40 * RECORD
 
     journal.commit("a", 40)  # 'a' is done, 'b' has read nothing: nothing may go
     assert segment_firsts(directory) == all_firsts
-    assert journal.size == size
+    assert journal.size == 40 * RECORD
 
-    journal.commit("b", 10)  # segments [0,4) and [4,8) are behind both; [8,12) holds 10
-    assert segment_firsts(directory) == list(range(8, 40, 4))
-    assert journal.size == size - 8 * (FRAME + 13)
+    journal.commit("b", 10)  # [0,3), [3,6) and [6,9) are behind both; [9,12) holds 10
+    assert segment_firsts(directory) == list(range(9, 40, 3))
+    assert journal.size == (40 - 9) * RECORD
     reader = open_journal.reader(journal, "b")
     assert reader.read(3) == [(10, payload(10)), (11, payload(11)), (12, payload(12))]
     reader.close()
 
     journal.commit("b", 40)  # everything delivered: only the segment being written stays
-    assert segment_firsts(directory) == [36]
+    assert segment_firsts(directory) == [39]
+    assert journal.size == RECORD
     journal.commit("b", 20)  # a cursor never moves back
     assert journal.cursor("b") == 40
-    assert (directory / "cursors" / "b").read_text() == "40"
+    assert (directory / "cursors" / "b").read_bytes() == b"00000000000000000040"
 
     # A consumer that unregisters no longer holds segments back.
     journal.register("c")  # a new consumer starts at the oldest kept record
-    assert journal.cursor("c") == 36
+    assert journal.cursor("c") == 39
     for i in range(40, 48):
         journal.append(payload(i))
+    assert_segment(segment_path(directory, 39), [payload(i) for i in (39, 40, 41)], 64)
     journal.commit("a", 46)
     journal.commit("b", 46)
-    assert segment_firsts(directory) == [36, 40, 44]  # 'c' still needs them
+    assert segment_firsts(directory) == [39, 42, 45]  # 'c' still needs them
+    assert journal.size == 9 * RECORD
     journal.unregister("c")
     journal.commit("a", 48)
-    assert segment_firsts(directory) == [44]  # 'b' at 46 still needs [44, 48)
+    assert segment_firsts(directory) == [45]  # 'b' at 46 still needs [45, 48)
+    assert journal.size == 3 * RECORD
 
 
 def test_block_policy_raises_journal_full_and_force_still_writes(
     open_journal, tmp_path: Path
 ) -> None:
+    directory = tmp_path / "spool"
     journal = open_journal(max_bytes=210, segment_bytes=64)  # 10 records of 21 bytes
     assert journal.segment_bytes == 64  # a small max_bytes keeps the requested segment size
     journal.register("slow")
@@ -248,20 +385,26 @@ def test_block_policy_raises_journal_full_and_force_still_writes(
         journal.append(payload(10))
     assert journal.end == 10  # nothing was written
     assert journal.size == 210
+    assert_segment(segment_path(directory, 9), [payload(9)], 64)
 
     assert journal.append(payload(10), force=True) == 10
     assert journal.end == 11 and journal.size == 231
+    assert_segment(segment_path(directory, 9), [payload(9), payload(10)], 64)
 
     # Once the consumer catches up, the delivered segments are trimmed and appends work again.
     reader = open_journal.reader(journal, "slow")
     assert read_all(reader) == [(i, payload(i)) for i in range(11)]
     journal.commit("slow", 11)
+    assert segment_firsts(directory) == [9]
+    assert journal.size == 2 * RECORD
     assert not journal.full
     assert journal.append(payload(11)) == 11
+    assert reader.read(10) == [(11, payload(11))]
     reader.close()
 
 
-def test_block_policy_trims_delivered_segments_to_make_room(open_journal) -> None:
+def test_block_policy_trims_delivered_segments_to_make_room(open_journal, tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
     journal = open_journal(max_bytes=210, segment_bytes=64)
     journal.register("a")
     journal.register("gone")
@@ -269,9 +412,11 @@ def test_block_policy_trims_delivered_segments_to_make_room(open_journal) -> Non
         journal.append(payload(i))
     journal.commit("a", 8)  # 'gone' (at 0) still holds every segment
     assert journal.size == 210
+    assert segment_firsts(directory) == [0, 3, 6, 9]
     journal.unregister("gone")  # e.g. a sink removed from the configuration
-    assert journal.append(payload(10)) == 10  # the append trims segments [0,4) and [4,8)
-    assert journal.size == 3 * (FRAME + 13)
+    assert journal.append(payload(10)) == 10  # the append trims segments [0,3) and [3,6)
+    assert segment_firsts(directory) == [6, 9]
+    assert journal.size == 5 * RECORD  # records 6 to 10
     assert journal.dropped == {}
 
 
@@ -295,9 +440,11 @@ def test_drop_policy_frees_space_and_counts_each_consumers_loss(
     assert segment_firsts(directory) == [4, 8, 12, 16, 20]
     assert journal.dropped == {"a": 4, "b": 2}
     assert (journal.cursor("a"), journal.cursor("b"), journal.cursor("c")) == (4, 4, 10)
-    assert (directory / "cursors" / "a").read_text() == "4"
-    assert (directory / "cursors" / "b").read_text() == "4"
-    assert journal.size <= 1000
+    assert (directory / "cursors" / "a").read_bytes() == b"00000000000000000004"
+    assert (directory / "cursors" / "b").read_bytes() == b"00000000000000000004"
+    assert (directory / "cursors" / "c").read_bytes() == b"00000000000000000010"  # untouched
+    assert journal.size == 17 * 50  # 4 frames out, 1 in
+    assert_segment(segment_path(directory, 20), [payload(20, 42)], 200)
 
     for i in range(21, 29):  # offset 24 drops [4, 8), offset 28 drops [8, 12)
         journal.append(payload(i, 42))
@@ -306,6 +453,11 @@ def test_drop_policy_frees_space_and_counts_each_consumers_loss(
     assert (journal.cursor("a"), journal.cursor("b"), journal.cursor("c")) == (12, 12, 12)
     assert journal.size == 850
     assert journal.end == 29
+    assert (directory / "cursors" / "c").read_bytes() == b"00000000000000000012"
+    for first in (12, 16, 20, 24):  # full segments: 4 frames of 50 bytes, no room left
+        records = [payload(i, 42) for i in range(first, first + 4)]
+        assert_segment(segment_path(directory, first), records, 200)
+    assert_segment(segment_path(directory, 28), [payload(28, 42)], 200)
 
     # What is left reads back intact, from the moved cursor.
     reader = open_journal.reader(journal, "c")
@@ -316,6 +468,7 @@ def test_drop_policy_frees_space_and_counts_each_consumers_loss(
     open_journal.close(journal)
     reopened = open_journal(max_bytes=1000, segment_bytes=200, on_full="drop")
     assert reopened.end == 29
+    assert reopened.size == 850
     assert reopened.register("a") == 12
     assert reopened.dropped == {}
 
@@ -413,7 +566,12 @@ def test_a_concurrent_reader_sees_every_record_once_in_order(open_journal) -> No
     assert errors == []
     for name in names:
         assert results[name] == list(range(total)), name
-    assert len(segment_firsts(journal.directory)) == 1  # all delivered: all but the last trimmed
+    # All delivered: all but the last segment trimmed (195 frames of 21 bytes fit in 4096).
+    (last,) = segment_firsts(journal.directory)
+    assert last == total // 195 * 195
+    assert journal.size == (total - last) * RECORD
+    records = [payload(i) for i in range(last, total)]
+    assert_segment(segment_path(journal.directory, last), records, 4096)
 
 
 def test_a_concurrent_reader_under_the_drop_policy_never_repeats_or_reorders(
@@ -463,6 +621,7 @@ def test_a_concurrent_reader_under_the_drop_policy_never_repeats_or_reorders(
     # segment was dropped: see the last test). With the proposed fix this is an equality.
     assert total - len(seen) <= dropped
     assert journal.size <= 8 * 1024
+    assert journal.size == (total - segment_firsts(journal.directory)[0]) * RECORD
 
 
 def test_drop_policy_never_raises_journal_full(open_journal) -> None:
@@ -476,6 +635,7 @@ def test_drop_policy_never_raises_journal_full(open_journal) -> None:
         journal.append(payload(i))
     assert journal.size <= 4096
     assert journal.end == 1000
+    assert journal.size == (1000 - segment_firsts(journal.directory)[0]) * RECORD
     assert journal.dropped["slow"] > 0
 
 
@@ -496,3 +656,34 @@ def test_records_already_read_are_not_counted_as_dropped(open_journal) -> None:
     reader.close()
     assert journal.cursor("a") == 6
     assert journal.dropped.get("a", 0) == 0  # nothing was lost: 0..5 delivered, 6.. kept
+
+
+def test_an_empty_record_is_refused(open_journal) -> None:
+    """A zero length marks the end of the written data, so an empty record cannot exist."""
+    journal = open_journal(segment_bytes=4096)
+    journal.register("a")
+    assert journal.append(b"a") == 0
+    with pytest.raises(ValueError, match="cannot be empty"):
+        journal.append(b"")
+    assert journal.append(b"c") == 1
+    reader = open_journal.reader(journal, "a")
+    assert read_all(reader) == [(0, b"a"), (1, b"c")]
+
+
+def test_a_record_larger_than_an_empty_segment_is_kept(open_journal, tmp_path: Path) -> None:
+    """A frame larger than the empty segment being written grows that segment (a new one
+    would start at the same offset, hence have the same file name, and be trimmed with
+    undelivered records in it)."""
+    directory = tmp_path / "spool"
+    journal = open_journal(segment_bytes=4096)
+    journal.register("slow")
+    journal.register("fast")
+    big = b"b" * 5000
+    assert journal.append(big) == 0
+    assert journal.append(payload(1)) == 1
+    fast = open_journal.reader(journal, "fast")
+    assert read_all(fast) == [(0, big), (1, payload(1))]
+    journal.commit("fast", 2)  # 'slow' (at 0) holds every record back
+    assert segment_firsts(directory) == [0, 1]
+    slow = open_journal.reader(journal, "slow")
+    assert read_all(slow) == [(0, big), (1, payload(1))]

@@ -5,8 +5,10 @@ directory lock, shutdown flushing, and feedback that arrives before its predicti
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from servekit.errors import ConfigError, Unavailable
 from servekit.observe.payloads import delivery, service
 from servekit.observe.payloads.config import FileSinkConfig, ModelPayloadLog, PayloadLogSettings
 from servekit.observe.payloads.delivery import sampled
-from servekit.observe.payloads.record import REDACTED
+from servekit.observe.payloads.record import REDACTED, InferenceRecord, decode
 from servekit.observe.payloads.service import PayloadLog
 from servekit.observe.payloads.store import LogQuery
 from servekit.types.tensors import Tensor
@@ -146,6 +148,26 @@ def bytes_on_disk(directory: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file())
 
 
+def spooled(directory: Path) -> list[InferenceRecord]:
+    """The records in the spool's segment files: ``u32 length | u32 crc32 | payload`` frames,
+    up to the zeros that fill the rest of each preallocated segment."""
+    out = []
+    segments = sorted((directory / "spool" / "segments").glob("*.seg"), key=lambda p: int(p.stem))
+    for path in segments:
+        raw = path.read_bytes()
+        position = 0
+        while position + 8 <= len(raw):
+            length, crc = struct.unpack_from("<II", raw, position)
+            if length == 0:
+                break
+            data = raw[position + 8 : position + 8 + length]
+            assert zlib.crc32(data) == crc, (path, position)
+            out.append(decode(data))
+            position += 8 + length
+        assert raw[position:] == bytes(len(raw) - position), path  # zeros after the records
+    return out
+
+
 def test_inferences_reach_the_store_and_other_sinks(logs: Logs, tmp_path: Path) -> None:
     out = tmp_path / "events"
     log = logs.start(sinks=[FileSinkConfig(type="file", path=out, models=["iris"])])
@@ -192,7 +214,11 @@ def test_global_redaction_of_tensors_and_parameters(logs: Logs) -> None:
     }  # fmt: skip
     assert row["request"]["parameters"] == {"api_key": REDACTED, "temperature": 0.5}
     # Never written anywhere: not in the spool, the cursors or the SQLite files.
+    (event,) = spooled(logs.directory)  # the spool does hold the event, redacted
+    assert event.id == "req-1"
+    assert event.parameters == {"api_key": REDACTED, "temperature": 0.5}
     on_disk = bytes_on_disk(logs.directory)
+    assert b"req-1" in on_disk
     assert SSN.encode() not in on_disk
     assert API_KEY.encode() not in on_disk
 
@@ -390,6 +416,10 @@ def test_admit_refuses_while_the_spool_is_full(logs: Logs) -> None:
     flushed(log)
     segments = logs.directory / "spool" / "segments"
     wait_until(lambda: len(list(segments.glob("*.seg"))) == 1)  # the commit trims just after
+    (segment,) = segments.glob("*.seg")
+    assert segment.stat().st_size == 4096  # preallocated: a quarter of the spool, at least 4 KiB
+    kept = [r.id for r in spooled(logs.directory)]
+    assert kept and kept == [*admitted, late][-len(kept) :]  # the newest records, in order
     log.admit()
     assert logs.value(log, blocked) == 2
     assert [r["id"] for r in stored(log)] == [*admitted, late]
@@ -439,6 +469,7 @@ def test_stop_waits_for_sinks_then_leaves_the_rest_spooled(logs: Logs) -> None:
     elapsed = time.monotonic() - started
     assert 0.3 <= elapsed < 3.0
     assert log.pending() == {"store": 5}  # what was left stays in the spool
+    assert [r.id for r in spooled(logs.directory)] == [f"req-{n}" for n in range(5)]
 
     again = logs.start()
     flushed(again)
