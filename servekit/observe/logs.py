@@ -63,3 +63,6 @@ def configure_logging(level: str, fmt: str) -> None:
         logging.getLogger(name).propagate = True
     # One line per request comes from servekit.requests at debug; uvicorn's duplicate is noise.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # The HTTP sink's client would log every delivery POST at info: one line per event.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
