@@ -356,3 +356,24 @@ def test_grpc_inferences_are_logged_with_their_id(logged_server: ServerProcess) 
     event = wait_logged(logged_server, response.id)
     assert event["protocol"] == "grpc" and event["status"] == "ok"
     assert np.allclose(event["request"]["inputs"][0]["data"], ROW)
+
+
+def test_a_body_over_the_limit_is_an_event_too(iris_repo: Path) -> None:
+    env = {"SERVEKIT_MAX_REQUEST_BYTES": "2048"}
+    with ServerProcess(iris_repo, env=env) as server:
+        response = httpx.post(
+            server.http_url + "/v2/models/iris/infer",
+            json=request_body(200),
+            headers={"x-request-id": "too-big-1"},
+        )
+        assert response.status_code == 413
+        assert response.headers["x-request-id"] == "too-big-1"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            events = httpx.get(server.http_url + "/v2/logs", params={"id": "too-big-1"}).json()
+            if events["events"]:
+                break
+            time.sleep(0.1)
+        (event,) = events["events"]
+        assert event["status"] == "payload_too_large" and event["http_status"] == 413
+        assert event["model"] == "iris" and "request" not in event

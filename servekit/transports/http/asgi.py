@@ -17,7 +17,7 @@ from servekit.errors import ServekitError
 from servekit.transports.http import v1, v2
 from servekit.transports.http.body import read_body
 from servekit.transports.http.codecs import JSON_CONTENT_TYPE, dumps
-from servekit.types.inference import RequestContext
+from servekit.types.inference import InferenceRequest, RequestContext
 
 logger = logging.getLogger("servekit.http")
 
@@ -86,7 +86,12 @@ class InferenceASGI:
         context = RequestContext(protocol, v2.request_id(headers))
         status = 200
         try:
-            body = await read_body(receive, headers.get(b"content-length"), self._limit)
+            try:
+                body = await read_body(receive, headers.get(b"content-length"), self._limit)
+            except ServekitError as exc:
+                # Through the DataPlane (which raises it), so it is counted and logged.
+                await self._dataplane.infer(name, version, _raising(exc), context)
+                raise
             content, extra = await handler(self._dataplane, name, version, body, headers, context)
         except ServekitError as exc:
             status, content, extra = exc.code.http_status, _error(exc.message), _JSON
@@ -106,6 +111,15 @@ async def _respond(send: Callable, status: int, content: bytes, headers: dict[st
 
 
 _JSON = {"content-type": JSON_CONTENT_TYPE}
+
+
+def _raising(error: ServekitError) -> Callable[[], InferenceRequest]:
+    """A request source that fails as reading the body did (e.g. 413)."""
+
+    def source() -> InferenceRequest:
+        raise error
+
+    return source
 
 
 def _header_safe(value: str | None) -> bool:
