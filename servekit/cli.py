@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from servekit import __version__, cli_observe
+from servekit.cli_support import DEFAULT_URL, call, console, err_console
 from servekit.errors import ServekitError
 
 app = typer.Typer(
@@ -20,9 +19,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 def _version_callback(value: bool) -> None:
@@ -128,20 +124,11 @@ def _control(action: str, name: str | None, url: str, token: str | None, as_json
 
 def _post(target: str, payload: Any, headers: dict[str, str], timeout: float) -> Any:
     """POST and return the JSON answer; print the server's error and exit 1 on failure."""
+    response = call("POST", target, json=payload, headers=headers, timeout=timeout)
     try:
-        response = httpx.post(target, json=payload, headers=headers, timeout=timeout)
-    except httpx.HTTPError as exc:
-        err_console.print(f"[red]error:[/red] cannot reach {target}: {exc}")
-        raise typer.Exit(1) from None
-    try:
-        body = response.json()
+        return response.json()
     except ValueError:
-        body = {"error": response.text}
-    if response.is_error:
-        message = body.get("error", body) if isinstance(body, dict) else body
-        err_console.print(f"[red]error {response.status_code}:[/red] {message}")
-        raise typer.Exit(1)
-    return body
+        return {"error": response.text}
 
 
 def _inspect(repository: Path, as_json: bool) -> None:

@@ -9,12 +9,9 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
-DEFAULT_URL = "http://127.0.0.1:8080"
+from servekit.cli_support import DEFAULT_URL, call, console, err_console
 
 Url = Annotated[str, typer.Option(help="Server URL.")]
 Token = Annotated[str | None, typer.Option(help="Admin token, if the server has one.")]
@@ -111,16 +108,4 @@ def _short(value: Any, width: int = 40) -> str:
 
 def _get(target: str, params: dict[str, str], token: str | None) -> httpx.Response:
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    try:
-        response = httpx.get(target, params=params, headers=headers, timeout=60)
-    except httpx.HTTPError as exc:
-        err_console.print(f"[red]error:[/red] cannot reach {target}: {exc}")
-        raise typer.Exit(1) from None
-    if response.is_error:
-        try:
-            message = response.json().get("error", response.text)
-        except ValueError:
-            message = response.text
-        err_console.print(f"[red]error {response.status_code}:[/red] {message}")
-        raise typer.Exit(1)
-    return response
+    return call("GET", target, params=params, headers=headers, timeout=60)

@@ -25,7 +25,7 @@ from servekit.errors import InvalidInput, NotFound, Unavailable
 from servekit.observe import performance
 from servekit.observe.payloads.config import FeedbackConfig
 from servekit.observe.payloads.service import PayloadLog
-from servekit.observe.payloads.store import LabelledPrediction
+from servekit.observe.payloads.store import LabelledPrediction, PayloadStore
 
 logger = logging.getLogger("servekit.feedback")
 
@@ -132,7 +132,7 @@ class FeedbackService:
             registry=metrics_registry,
         )
 
-    def _store(self):  # noqa: ANN202 - PayloadStore
+    def _store(self) -> PayloadStore:
         if self._log is None or self._log.store is None:
             raise Unavailable(
                 "feedback needs the embedded payload store (payload_log.enabled and "
@@ -171,7 +171,7 @@ class FeedbackService:
         return report
 
     def _report(
-        self, store: Any, model: str, baseline: str | None, candidate: str | None
+        self, store: PayloadStore, model: str, baseline: str | None, candidate: str | None
     ) -> dict[str, Any]:
         rows = store.labelled(model)
         now = time.time()

@@ -27,11 +27,11 @@ class FastJSONFormat(JSONFormat):
     """The SDK's JSON format, written with orjson (the SDK's own uses the stdlib encoder)."""
 
     def write(self, event: Any) -> bytes:
-        return orjson.dumps(event_dict(event))
+        return dumps(event_dict(event))
 
     def write_data(self, data: Any, datacontenttype: str | None) -> bytes:
         if isinstance(data, dict | list):
-            return orjson.dumps(data)
+            return dumps(data)
         return super().write_data(data, datacontenttype)
 
 

@@ -69,18 +69,17 @@ def capture(
         return None
     captured = []
     for tensor in tensors:
-        shape = list(tensor.data.shape)
+        raw, state = b"", ""
         if tensor.name in redact:
-            captured.append(TensorRecord(tensor.name, tensor.datatype, shape, state="redacted"))
-            continue
-        if tensor.datatype != "BYTES" and tensor.data.nbytes > max_bytes:
-            captured.append(TensorRecord(tensor.name, tensor.datatype, shape, state="truncated"))
-            continue
-        raw = to_raw(tensor.data, tensor.datatype)
-        if len(raw) > max_bytes:
-            captured.append(TensorRecord(tensor.name, tensor.datatype, shape, state="truncated"))
+            state = "redacted"
+        elif tensor.datatype != "BYTES" and tensor.data.nbytes > max_bytes:
+            state = "truncated"  # known without copying it
         else:
-            captured.append(TensorRecord(tensor.name, tensor.datatype, shape, raw))
+            raw = to_raw(tensor.data, tensor.datatype)
+            if len(raw) > max_bytes:
+                raw, state = b"", "truncated"
+        shape = list(tensor.data.shape)
+        captured.append(TensorRecord(tensor.name, tensor.datatype, shape, raw, state))
     return captured
 
 
@@ -88,13 +87,6 @@ def redact_parameters(parameters: dict[str, Any], redact: frozenset[str]) -> dic
     if not redact or not parameters.keys() & redact:
         return parameters
     return {k: (REDACTED if k in redact else v) for k, v in parameters.items()}
-
-
-def to_array(tensor: TensorRecord) -> np.ndarray | None:
-    """The tensor as an array, or None when it was redacted or truncated."""
-    if tensor.state:
-        return None
-    return from_raw(tensor.name, tensor.datatype, tensor.shape, tensor.data)
 
 
 def values(tensor: TensorRecord, arrays: bool = False) -> Any:
@@ -167,6 +159,5 @@ __all__ = [
     "request_json",
     "response_json",
     "tensor_json",
-    "to_array",
     "values",
 ]

@@ -179,13 +179,14 @@ class PayloadLog:
             parameters=redact_parameters(parameters, redact),
         )
         assert self._journal is not None
+        payload = encode(record)
         try:
-            self._journal.append(encode(record))
+            self._journal.append(payload)
         except JournalFull:
             if status != "ok":  # refused while full: counted, not spooled
                 self.metrics.dropped.labels("*", "spool_full").inc()
                 return
-            self._journal.append(encode(record), force=True)  # admitted before it filled up
+            self._journal.append(payload, force=True)  # admitted before it filled up
         if status == "ok":
             recent = self._recent
             recent[(model, event_id)] = version

@@ -22,7 +22,7 @@ def build_sink(config: SinkConfig) -> Sink:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(
-            f"payload log sink {config.name or config.type!r} needs a library that is not "
+            f"payload log sink {sink_name(config)!r} needs a library that is not "
             f"installed ({exc.name}); pip install 'servekit[{config.type}]'"
         ) from None
     return getattr(module, class_name)(config)

@@ -21,6 +21,7 @@ import orjson
 from servekit.observe.payloads.cloudevents import dumps, event_dicts
 from servekit.observe.payloads.config import FileSinkConfig
 from servekit.observe.payloads.record import InferenceRecord
+from servekit.observe.payloads.sinks import sink_name
 
 STAGING = ".staging.jsonl"
 _NAME = re.compile(r"^events-(\d{8}T\d{6})-(\d+)\.jsonl$")
@@ -29,7 +30,7 @@ _TAIL_CHUNK = 64 * 1024
 
 class FileSink:
     def __init__(self, config: FileSinkConfig) -> None:
-        self.name = config.name or "file"
+        self.name = sink_name(config)
         self.options = config
         self._folder = Path(config.path)
         self._file: IO[bytes] | None = None

@@ -13,6 +13,7 @@ from servekit.observe.payloads.cloudevents import (
 )
 from servekit.observe.payloads.config import HTTPSinkConfig
 from servekit.observe.payloads.record import InferenceRecord
+from servekit.observe.payloads.sinks import sink_name
 from servekit.observe.payloads.sinks.base import RejectedEvents
 
 _RETRYABLE_CLIENT_ERRORS = frozenset({408, 409, 425, 429})
@@ -20,7 +21,7 @@ _RETRYABLE_CLIENT_ERRORS = frozenset({408, 409, 425, 429})
 
 class HTTPSink:
     def __init__(self, config: HTTPSinkConfig) -> None:
-        self.name = config.name or "http"
+        self.name = sink_name(config)
         self.options = config
         self._url = str(config.url)
         self._client: httpx.Client | None = None

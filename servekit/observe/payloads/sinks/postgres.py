@@ -25,6 +25,7 @@ from servekit.observe.payloads.record import (
     request_json,
     response_json,
 )
+from servekit.observe.payloads.sinks import sink_name
 from servekit.observe.payloads.sinks.base import RejectedEvents
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -72,7 +73,7 @@ def _text(value: str | None) -> str | None:
 
 class PostgresSink:
     def __init__(self, config: PostgresSinkConfig) -> None:
-        self.name = config.name or "postgres"
+        self.name = sink_name(config)
         self.options = config
         table = sql.Identifier(config.table)
         self._schema = sql.SQL(SCHEMA).format(table=table)
