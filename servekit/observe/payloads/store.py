@@ -6,6 +6,7 @@ It is what ``GET /v2/logs``, ``servekit logs`` and the feedback metrics read. Ro
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
@@ -26,27 +27,20 @@ from servekit.observe.payloads.record import (
     response_json,
 )
 
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inferences (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL,
     model TEXT NOT NULL,
     version TEXT NOT NULL,
-    service TEXT NOT NULL,
-    variant TEXT NOT NULL,
-    protocol TEXT NOT NULL,
     time REAL NOT NULL,
-    latency_ms REAL NOT NULL,
     status TEXT NOT NULL,
-    http_status INTEGER NOT NULL,
-    error TEXT,
     payload BLOB NOT NULL,
     prediction TEXT,
-    size INTEGER NOT NULL,
-    UNIQUE (id, model, time)
+    UNIQUE (model, id, time)
 );
 CREATE INDEX IF NOT EXISTS inferences_by_model ON inferences (model, version, time);
-CREATE INDEX IF NOT EXISTS inferences_by_time ON inferences (time);
 CREATE TABLE IF NOT EXISTS feedback (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL,
@@ -58,6 +52,18 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS feedback_by_id ON feedback (model, id);
 CREATE INDEX IF NOT EXISTS feedback_by_time ON feedback (model, time);
 """
+"""Only what queries filter on is a column (and only what they look up is indexed): each column
+and index costs the store sink time per event. Everything else is in ``payload``; time follows
+``seq`` closely (events are appended as they finish), so age retention walks ``seq``."""
+
+_INSERT = (
+    "INSERT OR IGNORE INTO inferences (id, model, version, time, status, payload, prediction) "
+    "VALUES "
+)
+_ROW = "(?,?,?,?,?,?,?)"
+ROWS_PER_STATEMENT = 256
+"""One INSERT with many rows binds and steps once: about half the cost of ``executemany``."""
+_RECORD_FIELDS = ("service", "variant", "protocol", "latency_ms", "http_status", "error")
 
 MAX_QUERY_ROWS = 10_000
 
@@ -93,7 +99,23 @@ class PayloadStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self.connection().executescript(SCHEMA)
+        conn = self.connection()
+        with _transaction(conn):
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version < SCHEMA_VERSION and _has_table(conn, "inferences"):
+                conn.execute("ALTER TABLE inferences RENAME TO inferences_v1")
+                conn.execute("DROP INDEX IF EXISTS inferences_by_model")
+                conn.execute("DROP INDEX IF EXISTS inferences_by_time")
+        conn.executescript(SCHEMA)
+        if _has_table(conn, "inferences_v1"):
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT OR IGNORE INTO inferences (id, model, version, time, status, payload, "
+                    "prediction) SELECT id, model, version, time, status, payload, prediction "
+                    "FROM inferences_v1 ORDER BY seq"
+                )
+                conn.execute("DROP TABLE inferences_v1")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def connection(self) -> sqlite3.Connection:
         """One connection per thread (SQLite connections are not shared across threads)."""
@@ -116,30 +138,23 @@ class PayloadStore:
     def insert(self, records: Iterable[InferenceRecord], mode: str = "all") -> None:
         """Store records as they came from the spool (msgpack); JSON is made when queried, so
         writing costs a few microseconds per event."""
-        rows = []
+        values: list[Any] = []
         for r in records:
             if mode == "request":
                 r = msgspec.structs.replace(r, outputs=None)
             elif mode == "response":
                 r = msgspec.structs.replace(r, inputs=None, parameters={})
-            payload = encode(r)
             prediction = first_values(r.outputs)
-            rows.append(
-                (
-                    r.id, r.model, r.version, r.service, r.variant, r.protocol, r.time,
-                    r.latency_ms, r.status, r.http_status, r.error, payload,
-                    orjson.dumps(prediction).decode() if prediction is not None else None,
-                    len(payload),
-                )
+            values += (
+                r.id, r.model, r.version, r.time, r.status, encode(r),
+                orjson.dumps(prediction).decode() if prediction is not None else None,
             )  # fmt: skip
         conn = self.connection()
+        width, step = len(_ROW.split(",")), ROWS_PER_STATEMENT
         with _transaction(conn):
-            conn.executemany(
-                "INSERT OR IGNORE INTO inferences (id, model, version, service, variant, "
-                "protocol, time, latency_ms, status, http_status, error, payload, prediction, "
-                "size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                rows,
-            )
+            for start in range(0, len(values), width * step):
+                chunk = values[start : start + width * step]
+                conn.execute(_INSERT + ",".join([_ROW] * (len(chunk) // width)), chunk)
 
     def add_feedback(self, model: str, event_id: str, truth: Any, reward: float | None) -> None:
         conn = self.connection()
@@ -152,21 +167,45 @@ class PayloadStore:
 
     def apply_retention(self, max_age_seconds: float, max_bytes: int) -> int:
         """Delete events (and feedback) older than the age limit, then the oldest beyond the
-        size limit; the number of events deleted."""
+        size limit (the pages the store uses); the number of events deleted."""
         conn = self.connection()
         cutoff = time.time() - max_age_seconds
         with _transaction(conn):
-            deleted = conn.execute("DELETE FROM inferences WHERE time < ?", (cutoff,)).rowcount
+            last = self._last_seq_before(conn, cutoff)
+            deleted = (
+                conn.execute("DELETE FROM inferences WHERE seq <= ?", (last,)).rowcount
+                if last is not None
+                else 0
+            )
             conn.execute("DELETE FROM feedback WHERE time < ?", (cutoff,))
-            (total,) = conn.execute("SELECT COALESCE(SUM(size), 0) FROM inferences").fetchone()
-            if total > max_bytes:
-                excess, last = total - max_bytes, None
-                for seq, size in conn.execute("SELECT seq, size FROM inferences ORDER BY seq"):
-                    excess, last = excess - size, seq
-                    if excess <= 0:
-                        break
-                deleted += conn.execute("DELETE FROM inferences WHERE seq <= ?", (last,)).rowcount
+            used = _used_bytes(conn)
+            if used > max_bytes:
+                (count,) = conn.execute("SELECT COUNT(*) FROM inferences").fetchone()
+                excess = math.ceil(count * (used - max_bytes) / used)
+                deleted += conn.execute(
+                    "DELETE FROM inferences WHERE seq IN "
+                    "(SELECT seq FROM inferences ORDER BY seq LIMIT ?)",
+                    (excess,),
+                ).rowcount
         return deleted
+
+    @staticmethod
+    def _last_seq_before(conn: sqlite3.Connection, cutoff: float) -> int | None:
+        """The newest seq whose event is older than ``cutoff``: a binary search over seq
+        (time grows with seq), so no index on time is kept up to date per event."""
+        first = conn.execute("SELECT seq, time FROM inferences ORDER BY seq LIMIT 1").fetchone()
+        if first is None or first[1] >= cutoff:
+            return None
+        low, (high,) = first[0], conn.execute("SELECT MAX(seq) FROM inferences").fetchone()
+        at = "SELECT seq, time FROM inferences WHERE seq >= ? ORDER BY seq LIMIT 1"
+        while low < high:  # invariant: the event at or after ``low`` is older than cutoff
+            middle = (low + high + 1) // 2
+            seq, when = conn.execute(at, (middle,)).fetchone()
+            if when < cutoff:
+                low = seq
+            else:
+                high = middle - 1
+        return low
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -202,8 +241,7 @@ class PayloadStore:
             where.append("EXISTS (SELECT 1 FROM json_each(i.prediction) WHERE value = ?)")
             args.append(_typed(q.prediction))
         sql = (
-            "SELECT i.id, i.model, i.version, i.service, i.variant, i.protocol, i.time, "
-            "i.latency_ms, i.status, i.http_status, i.error, i.payload, i.prediction, "
+            "SELECT i.id, i.model, i.version, i.time, i.status, i.payload, i.prediction, "
             "f.truth, f.reward FROM inferences i LEFT JOIN feedback f ON f.seq = "
             "(SELECT MAX(seq) FROM feedback WHERE model = i.model AND id = i.id)"
         )
@@ -212,13 +250,16 @@ class PayloadStore:
         sql += " ORDER BY i.time DESC, i.seq DESC LIMIT ?"
         args.append(min(max(q.limit, 1), MAX_QUERY_ROWS))
         columns = (
-            "id", "model", "version", "service", "variant", "protocol", "time", "latency_ms",
-            "status", "http_status", "error", "payload", "prediction", "truth", "reward",
+            "id", "model", "version", "time", "status", "payload", "prediction", "truth", "reward"
         )  # fmt: skip
         rows = []
         for row in self.connection().execute(sql, args):
             item = {k: v for k, v in zip(columns, row, strict=True) if v is not None}
             record = decode(item.pop("payload"))
+            for key in _RECORD_FIELDS:
+                value = getattr(record, key)
+                if value is not None:
+                    item[key] = value
             if record.inputs is not None:
                 item["request"] = request_json(record)
             if record.outputs is not None or record.error is not None:
@@ -275,6 +316,19 @@ class _transaction:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
+
+
+def _used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of the pages in use (free pages are reused, so this is what grows)."""
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+    (size,) = conn.execute("PRAGMA page_size").fetchone()
+    return (pages - free) * size
 
 
 def _typed(value: str) -> Any:
