@@ -11,6 +11,8 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from servekit.observe.payloads.journal import Journal
 from servekit.observe.payloads.metrics import PayloadMetrics
@@ -40,6 +42,8 @@ class SinkWorker(threading.Thread):
         self._metrics = metrics
         self._stop_requested = threading.Event()
         self._models = frozenset(sink.options.models) if sink.options.models else None
+        filters = self._models is not None or sink.options.sample_rate < 1.0
+        self._deliver_encoded = None if filters else getattr(sink, "deliver_encoded", None)
         journal.register(sink.name)
         self._reader = journal.reader(sink.name)
         self._in_memory = 0
@@ -64,8 +68,13 @@ class SinkWorker(threading.Thread):
                 if not batch:
                     self._stop_requested.wait(IDLE_POLL_SECONDS)
                     continue
-                records = [r for r in (decode(p) for _, p in batch) if self._wanted(r)]
-                if records and not self._retry(lambda r=records: self._deliver(r), "deliver"):
+                if self._deliver_encoded is not None:
+                    payloads = [p for _, p in batch]
+                    deliver = partial(self._deliver, payloads, self._deliver_encoded)
+                else:
+                    records = [r for r in (decode(p) for _, p in batch) if self._wanted(r)]
+                    deliver = partial(self._deliver, records, self.sink.deliver)
+                if deliver.args[0] and not self._retry(deliver, "deliver"):
                     return
                 self._journal.commit(name, batch[-1][0] + 1)
                 self._in_memory = 0
@@ -82,9 +91,9 @@ class SinkWorker(threading.Thread):
             return False
         return sampled(record.id, self.sink.options.sample_rate)
 
-    def _deliver(self, records: list[InferenceRecord]) -> None:
+    def _deliver(self, records: list[Any], deliver: Callable[[list[Any]], None]) -> None:
         try:
-            self.sink.deliver(records)
+            deliver(records)
         except RejectedEvents as exc:
             logger.error(
                 "sink %r refused %d events for good: %s", self.sink.name, len(records), exc

@@ -49,8 +49,20 @@ class InferenceRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
         return self.time + self.latency_ms / 1000.0
 
 
+class IndexedFields(msgspec.Struct, kw_only=True):
+    """The fields the embedded store indexes: decoding only these skips building the rest."""
+
+    id: str
+    model: str
+    version: str
+    time: float
+    status: str = "ok"
+    outputs: list[TensorRecord] | None = None
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(InferenceRecord)
+_indexed_decoder = msgspec.msgpack.Decoder(IndexedFields)
 
 
 def encode(record: InferenceRecord) -> bytes:
@@ -59,6 +71,10 @@ def encode(record: InferenceRecord) -> bytes:
 
 def decode(payload: bytes | memoryview) -> InferenceRecord:
     return _decoder.decode(payload)
+
+
+def decode_indexed(payload: bytes | memoryview) -> IndexedFields:
+    return _indexed_decoder.decode(payload)
 
 
 def capture(
@@ -149,10 +165,12 @@ def first_values(tensors: list[TensorRecord] | None, limit: int = 1024) -> list[
 
 
 __all__ = [
+    "IndexedFields",
     "InferenceRecord",
     "TensorRecord",
     "capture",
     "decode",
+    "decode_indexed",
     "encode",
     "first_values",
     "redact_parameters",

@@ -19,8 +19,10 @@ import msgspec
 import orjson
 
 from servekit.observe.payloads.record import (
+    IndexedFields,
     InferenceRecord,
     decode,
+    decode_indexed,
     encode,
     first_values,
     request_json,
@@ -136,21 +138,28 @@ class PayloadStore:
     # -- writing ----------------------------------------------------------------------------
 
     def insert(self, records: Iterable[InferenceRecord], mode: str = "all") -> None:
-        """Store records as they came from the spool (msgpack); JSON is made when queried, so
-        writing costs a few microseconds per event."""
+        """Store records (kept as msgpack; JSON is made when queried)."""
         values: list[Any] = []
         for r in records:
             if mode == "request":
                 r = msgspec.structs.replace(r, outputs=None)
             elif mode == "response":
                 r = msgspec.structs.replace(r, inputs=None, parameters={})
-            prediction = first_values(r.outputs)
-            values += (
-                r.id, r.model, r.version, r.time, r.status, encode(r),
-                orjson.dumps(prediction).decode() if prediction is not None else None,
-            )  # fmt: skip
+            values += (r.id, r.model, r.version, r.time, r.status, encode(r), _prediction(r))
+        self._write(values)
+
+    def insert_encoded(self, payloads: Iterable[bytes | memoryview]) -> None:
+        """Store records as the journal holds them: only the indexed fields are decoded and
+        the bytes are kept as they are (the whole record; ``mode`` 'all')."""
+        values: list[Any] = []
+        for payload in payloads:
+            r = decode_indexed(payload)
+            values += (r.id, r.model, r.version, r.time, r.status, bytes(payload), _prediction(r))
+        self._write(values)
+
+    def _write(self, values: list[Any]) -> None:
         conn = self.connection()
-        width, step = len(_ROW.split(",")), ROWS_PER_STATEMENT
+        width, step = _ROW.count("?"), ROWS_PER_STATEMENT
         with _transaction(conn):
             for start in range(0, len(values), width * step):
                 chunk = values[start : start + width * step]
@@ -316,6 +325,11 @@ class _transaction:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _prediction(record: InferenceRecord | IndexedFields) -> str | None:
+    found = first_values(record.outputs)
+    return orjson.dumps(found).decode() if found is not None else None
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:

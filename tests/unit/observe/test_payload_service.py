@@ -322,13 +322,13 @@ def break_store(log: PayloadLog) -> Callable[[], None]:
     store = log.store
     assert store is not None
 
-    def broken_insert(records: Any, mode: str = "all") -> None:
+    def broken_write(values: Any) -> None:
         raise OSError("disk I/O error")
 
-    store.insert = broken_insert  # type: ignore[method-assign]
+    store._write = broken_write  # type: ignore[method-assign]
 
     def repair() -> None:
-        del store.insert
+        del store._write
 
     return repair
 
@@ -339,15 +339,15 @@ def pause_store(
     """Make the store sink's insert wait for ``release``; ``entered`` is set once it waits."""
     store = log.store
     assert store is not None
-    original = store.insert
+    original = store._write
     release, entered = threading.Event(), threading.Event()
 
-    def paused_insert(records: Any, mode: str = "all") -> None:
+    def paused_write(values: Any) -> None:
         entered.set()
         release.wait(TIMEOUT)
-        original(records, mode)
+        original(values)
 
-    monkeypatch.setattr(store, "insert", paused_insert)
+    monkeypatch.setattr(store, "_write", paused_write)
     return release, entered
 
 

@@ -31,3 +31,10 @@ class Sink(Protocol):
         """
 
     def close(self) -> None: ...
+
+
+class EncodedSink(Sink, Protocol):
+    """A sink that can take records as the journal holds them (msgpack): when it filters
+    nothing (no ``models``, ``sample_rate`` 1), the delivery loop skips decoding them."""
+
+    def deliver_encoded(self, payloads: list[bytes]) -> None: ...

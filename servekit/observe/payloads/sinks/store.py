@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from servekit.observe.payloads.config import SinkOptions, StoreConfig
-from servekit.observe.payloads.record import InferenceRecord
+from servekit.observe.payloads.record import InferenceRecord, decode
 from servekit.observe.payloads.store import PayloadStore
 
 RETENTION_EVERY_SECONDS = 30.0
@@ -25,6 +25,16 @@ class StoreSink:
 
     def deliver(self, records: list[InferenceRecord]) -> None:
         self._store.insert(records, self.options.mode)
+        self._maybe_retention()
+
+    def deliver_encoded(self, payloads: list[bytes]) -> None:
+        if self.options.mode != "all":
+            self.deliver([decode(p) for p in payloads])
+            return
+        self._store.insert_encoded(payloads)
+        self._maybe_retention()
+
+    def _maybe_retention(self) -> None:
         if time.monotonic() >= self._next_retention:
             self._retention()
 
