@@ -113,7 +113,18 @@ def train_iris(model_dir: Path) -> Split:
         name = f"{type(model).__module__.split('._')[0]}.{type(model).__name__}"
         versions[version] = _trained(name, params, {"accuracy": accuracy})
     _write_lineage(model_dir, split.lineage({"scikit-learn": sklearn.__version__}, versions))
+    write_reference(model_dir / "reference.csv", split.X_train, split.y_train)
     return split
+
+
+IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+
+
+def write_reference(path: Path, features: np.ndarray, target: np.ndarray) -> None:
+    """The training split as the monitors' reference (model.yaml's monitoring.reference)."""
+    table = np.column_stack([features, target])
+    header = ",".join([*IRIS_FEATURES, "species"])
+    np.savetxt(path, table, delimiter=",", header=header, comments="", fmt="%.17g")
 
 
 def train_wine_xgboost(model_dir: Path) -> Split:

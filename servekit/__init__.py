@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from servekit.deploy.transformer import Transformer  # noqa: E402
 from servekit.errors import ServekitError  # noqa: E402
 from servekit.model import Model  # noqa: E402
 from servekit.runtimes.base import ModelSpec, Runtime, Signature  # noqa: E402
@@ -26,5 +27,6 @@ __all__ = [
     "Signature",
     "Tensor",
     "TensorSpec",
+    "Transformer",
     "__version__",
 ]

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from servekit import __version__, cli_observe
+from servekit import __version__, cli_deploy, cli_monitor, cli_observe
 from servekit.cli_support import DEFAULT_URL, call, console, err_console
 from servekit.errors import ServekitError
 
@@ -42,7 +42,15 @@ def main(
 @app.command()
 def serve(
     repository: Annotated[
-        str | None, typer.Argument(help="Model repository: a folder or a URI (s3://, https://…).")
+        str | None,
+        typer.Argument(
+            help="Model repository (a folder or a URI: s3://, https://…), a deployments YAML, "
+            "or a KServe InferenceService YAML."
+        ),
+    ] = None,
+    model_repository: Annotated[
+        str | None,
+        typer.Option(help="Model repository, when the argument is a deployments YAML."),
     ] = None,
     http_port: Annotated[int | None, typer.Option(help="REST port [default: 8080].")] = None,
     grpc_port: Annotated[int | None, typer.Option(help="gRPC port [default: 8081].")] = None,
@@ -51,21 +59,27 @@ def serve(
     log_format: Annotated[str | None, typer.Option(help="text or json.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML settings file.")] = None,
 ) -> None:
-    """Serve every model in REPOSITORY."""
+    """Serve every model in REPOSITORY (and the services of a deployments YAML)."""
     from servekit.observe.logs import configure_logging
     from servekit.server import run
     from servekit.settings import load_settings
 
     try:
+        repository, deployments, isvc = cli_deploy.resolve_serve_target(
+            repository, model_repository
+        )
         settings = load_settings(
             config,
             model_repository=repository,
+            deployments=deployments,
             http_port=http_port,
             grpc_port=grpc_port,
             host=host,
             log_level=log_level,
             log_format=log_format,
         )
+        if isvc is not None:
+            settings = cli_deploy.apply_kserve(settings, isvc)
         configure_logging(settings.log_level, settings.log_format)
         run(settings)
     except ServekitError as exc:
@@ -220,5 +234,9 @@ def predict(
     console.print_json(json.dumps(_post(target, payload, {}, timeout)))
 
 
+app.add_typer(cli_deploy.rollout_app, name="rollout")
+app.add_typer(cli_deploy.export_app, name="export")
 app.command()(cli_observe.logs)
 app.command()(cli_observe.performance)
+app.command()(cli_monitor.monitor)
+app.add_typer(cli_monitor.reference_app, name="reference")

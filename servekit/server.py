@@ -16,9 +16,11 @@ from servekit.core.executor import Executor
 from servekit.core.loader import ModelLoader
 from servekit.core.manager import ManagerPolicy, ModelManager
 from servekit.core.registry import ModelRegistry
+from servekit.deploy.manager import DeploymentManager
 from servekit.errors import ConfigError
 from servekit.observe.feedback import FeedbackService
 from servekit.observe.metrics import Metrics
+from servekit.observe.monitoring.service import MonitorService
 from servekit.observe.payloads.service import PayloadLog
 from servekit.repository.local import scan_repository
 from servekit.settings import Settings
@@ -64,6 +66,12 @@ class InferenceServer:
             if settings.payload_log.enabled
             else None
         )
+        self.deployments = self._deployment_manager()
+        self.monitor = (
+            MonitorService(self.registry, settings.payload_log, self.metrics.registry)
+            if self.payload_log is not None
+            else None
+        )
         self.dataplane = DataPlane(
             self.registry,
             self.metrics,
@@ -71,6 +79,8 @@ class InferenceServer:
             manager=self.manager if settings.management_api else None,
             admin_token=token,
             payload_log=self.payload_log,
+            deployments=self.deployments,
+            monitor=self.monitor,
         )
         self._stop = asyncio.Event()
         self.http_port: int | None = None
@@ -78,16 +88,34 @@ class InferenceServer:
 
     async def serve(self) -> None:
         settings = self.settings
-        scan_repository(await self._resolve_repository())  # fail fast on a bad repository
+        sources = scan_repository(await self._resolve_repository())  # fail fast on a bad one
+        scanned = {source.name for source in sources}
+        watcher = None
+        if self.deployments is not None:
+            self.deployments.load(scanned)  # a bad spec stops the start, naming file and field
+            watcher = asyncio.create_task(
+                self.deployments.watch(
+                    settings.deployments_poll_seconds,
+                    lambda: scanned | set(self.registry.names()),
+                )
+            )
+        if self.monitor is not None:
+            self.monitor.start()
         if self.payload_log is not None:
-            self.payload_log.start()
+            self.payload_log.start([self.monitor] if self.monitor is not None else [])
         feedback = FeedbackService(
             self.payload_log,
             self.registry,
             self.metrics.registry,
             settings.payload_log.performance_windows_seconds,
         )
-        app = create_app(self.dataplane, self.metrics, settings, feedback)
+        if self.deployments is not None:
+            feedback.reward_listeners.append(self.deployments.reward)
+        monitoring = None
+        if self.monitor is not None:
+            feedback.truth_listeners.append(self.monitor.on_truth)
+            feedback.estimators.append(self.monitor.estimates)
+        app = create_app(self.dataplane, self.metrics, settings, feedback, self.monitor)
         refresher = asyncio.create_task(feedback.refresh_forever())
         http = _UvicornServer(
             uvicorn.Config(
@@ -122,6 +150,8 @@ class InferenceServer:
         if grpc_server is not None:
             logger.info("gRPC on %s:%s", settings.host, self.grpc_port)
         await self.manager.start()
+        if self.monitor is not None:  # after loading: monitors fit the versions that serve
+            monitoring = asyncio.create_task(self.monitor.watch_forever())
         self.dataplane.loading_complete = True
         logger.info(
             "serving %d model versions (%d ready)",
@@ -135,10 +165,31 @@ class InferenceServer:
             await grpc_server.stop(settings.graceful_shutdown_seconds)
         await http_task
         refresher.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        if self.deployments is not None:
+            self.deployments.save_state()
         await self.manager.stop()
+        if monitoring is not None:
+            monitoring.cancel()
         if self.payload_log is not None:
             await asyncio.to_thread(self.payload_log.stop)
+        if self.monitor is not None:
+            await asyncio.to_thread(self.monitor.stop)
         self.executor.shutdown()
+
+    def _deployment_manager(self) -> DeploymentManager | None:
+        """From the ``deployments`` setting, else a ``deployments`` folder next to a local
+        repository; None when there is neither."""
+        settings = self.settings
+        source = Path(settings.deployments) if settings.deployments else None
+        if source is None and "://" not in (settings.model_repository or ""):
+            sibling = Path(settings.model_repository or ".").resolve().parent / "deployments"
+            source = sibling if sibling.is_dir() else None
+        if source is None:
+            return None
+        state_dir = settings.deployment_state_dir or settings.payload_log.directory
+        return DeploymentManager(source, self.metrics.registry, state_dir / "routers.json")
 
     async def _resolve_repository(self) -> Path:
         """The local folder to serve: the path itself, or a synced snapshot of a remote URI."""

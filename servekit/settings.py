@@ -100,6 +100,18 @@ class Settings(BaseSettings):
     graceful_shutdown_seconds: float = Field(
         default=10.0, ge=0, description="How long in-flight requests may finish on shutdown."
     )
+    deployments: str | None = Field(
+        default=None,
+        description="Deployments YAML file or folder (services, rollouts, experiments, "
+        "graphs); default: a 'deployments' folder next to a local model repository, if any.",
+    )
+    deployments_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often the deployments file is checked for edits."
+    )
+    deployment_state_dir: Path | None = Field(
+        default=None,
+        description="Where learnt bandit state is kept (default: the payload log directory).",
+    )
     payload_log: PayloadLogSettings = Field(
         default_factory=PayloadLogSettings,
         description="Payload logging: spool, embedded store, sinks (see the README).",

@@ -67,6 +67,8 @@ def serving_repo(example_repo: tuple[Path, dict], tmp_path_factory: pytest.TempP
     (repo / "broken" / "model.py").write_text(BROKEN_MODEL)
     (repo / "corrupt" / "1").mkdir(parents=True)
     (repo / "corrupt" / "1" / "model.joblib").write_bytes(b"this is not a pickle")
+    # The example deployments, read next to the repository as `servekit serve` does.
+    shutil.copytree(EXAMPLES / "deployments", repo.parent / "deployments")
     return repo
 
 

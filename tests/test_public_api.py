@@ -19,6 +19,7 @@ EXPECTED = {
     "Signature",
     "Tensor",
     "TensorSpec",
+    "Transformer",
     "__version__",
 }
 

@@ -29,9 +29,12 @@ from servekit.errors import (
 )
 from servekit.observe.metrics import UNKNOWN_MODEL, Metrics
 from servekit.types.inference import InferenceRequest, InferenceResponse, RequestContext
-from servekit.types.metadata import ModelMetadata, ServerMetadata
+from servekit.types.metadata import ModelMetadata, ServerMetadata, TensorSpec
 
 if TYPE_CHECKING:
+    from servekit.deploy.base import Deployment
+    from servekit.deploy.manager import DeploymentManager
+    from servekit.observe.monitoring.service import MonitorService
     from servekit.observe.payloads.service import PayloadLog
 
 logger = logging.getLogger("servekit.dataplane")
@@ -56,8 +59,14 @@ class DataPlane:
         manager: ModelManager | None = None,
         admin_token: str | None = None,
         payload_log: PayloadLog | None = None,
+        deployments: DeploymentManager | None = None,
+        monitor: MonitorService | None = None,
     ) -> None:
         self._registry = registry
+        self.monitor = monitor
+        """Model monitoring: scores requests of models with inline detectors."""
+        self.deployments = deployments
+        """Services and graphs served by name next to the models (servekit.deploy)."""
         self.payload_log = payload_log
         self._metrics = metrics
         self._manager = manager
@@ -85,11 +94,44 @@ class DataPlane:
         return True
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
+        deployment = self._deployment(name)
+        if deployment is not None:  # ready when what answers clients is (shadows aside)
+            serving = getattr(deployment, "serving_targets", deployment.targets)
+            return all(self.model_ready(target) for target in serving())
         return self._registry.get(name, version or None).ready
+
+    def _deployment(self, name: str) -> Deployment | None:
+        return self.deployments.get(name) if self.deployments is not None else None
+
+    def declared_io(
+        self, name: str, version: str | None = None
+    ) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """Declared inputs and outputs of a model; a deployment declares none (its first
+        model's when it is a plain service without a transformer)."""
+        deployment = self._deployment(name)
+        if deployment is None:
+            handle = self._registry.get(name, version or None)
+            return list(handle.inputs), list(handle.outputs)
+        signature = getattr(deployment, "signature_model", None)
+        if signature is not None and signature() is not None:
+            return self.declared_io(*signature())
+        return [], []
 
     # -- metadata ----------------------------------------------------------------------------
 
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        deployment = self._deployment(name)
+        if deployment is not None:
+            inputs, outputs = self.declared_io(name)
+            targets = ",".join(sorted(deployment.targets()))
+            return ModelMetadata(
+                name=name,
+                versions=[],
+                platform="servekit-deployment",
+                inputs=inputs,
+                outputs=outputs,
+                properties={"kind": "deployment", "targets": targets},
+            )
         handle = self._registry.get(name, version or None)
         extra: dict = {"state": handle.state.value, "version": handle.version}
         properties = {"state": handle.state.value, "version": handle.version}
@@ -143,6 +185,9 @@ class DataPlane:
         request: RequestSource,
         context: RequestContext,
     ) -> InferenceResponse:
+        deployment = self._deployment(name)
+        if deployment is not None:
+            return await self._infer_deployment(deployment, version, request, context)
         started = time.perf_counter()
         started_wall = time.time()
         model_label, version_label, status = UNKNOWN_MODEL, "", "ok"
@@ -192,6 +237,9 @@ class DataPlane:
                 id=context.request_id,
                 outputs=outputs,
             )
+            if handle.monitoring is not None and self.monitor is not None:
+                await self.monitor.score_inline(handle, inputs, response)
+            context.served_by = f"{handle.name}/{handle.version}"
             return response
         except ServekitError as exc:
             status, error = exc.code.name.lower(), exc
@@ -230,6 +278,25 @@ class DataPlane:
                     },
                 )
 
+    async def _infer_deployment(
+        self,
+        deployment: Deployment,
+        version: str | None,
+        request: RequestSource,
+        context: RequestContext,
+    ) -> InferenceResponse:
+        """A service or graph: it calls models (or deployments) back through ``infer``, so each
+        hop is validated, counted and logged as itself."""
+        if callable(request):
+            request = request()
+        context.request_id = request.id or context.request_id or self._ids.next()
+        response = await deployment.infer(version, request, context, self.infer)
+        response.id = context.request_id
+        served = response.model_name or deployment.name
+        version_served = response.model_version
+        context.served_by = f"{served}/{version_served}" if version_served else served
+        return response
+
     def _log_payload(
         self,
         handle: ModelHandle | None,
@@ -259,6 +326,8 @@ class DataPlane:
                 inputs=request.inputs if request is not None else None,
                 outputs=response.outputs if response is not None else None,
                 parameters=request.parameters if request is not None else {},
+                service=context.service,
+                variant=context.variant,
             )
         except Exception:  # noqa: BLE001 - logged loudly, never the client's problem
             logger.exception("payload log: could not record inference %s", context.request_id)

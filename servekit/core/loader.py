@@ -43,6 +43,7 @@ class ModelLoader:
             fingerprint=version.fingerprint,
             payload_log=source.config.payload_log,
             feedback=source.config.feedback,
+            monitoring=source.config.monitoring,
         )
         error = source.error or version.error
         if error:

@@ -42,6 +42,8 @@ class ModelHandle:
     """``model.yaml``'s payload_log section (observe.payloads.config.ModelPayloadLog)."""
     feedback: Any = None
     """``model.yaml``'s feedback section (observe.payloads.config.FeedbackConfig)."""
+    monitoring: Any = None
+    """``model.yaml``'s monitoring section (observe.monitoring.config.MonitoringConfig)."""
 
     @property
     def output_names(self) -> list[str] | None:

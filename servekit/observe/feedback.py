@@ -29,8 +29,12 @@ from servekit.observe.payloads.store import LabelledPrediction, PayloadStore
 
 logger = logging.getLogger("servekit.feedback")
 
-RewardListener = Callable[[str, str, float], None]
-"""(model, version, reward): how bandit routers learn from feedback."""
+RewardListener = Callable[[str, str, float, str], None]
+"""(model, version, reward, request id): how bandit routers learn from feedback."""
+TruthListener = Callable[[str, str, str, Any], None]
+"""(model, version, event id, truth): how monitoring turns feedback into an error stream."""
+Estimator = Callable[[str], dict[str, Any] | None]
+"""model -> label-free performance estimates shown next to the realised figures."""
 
 
 @dataclass(slots=True)
@@ -117,6 +121,8 @@ class FeedbackService:
         self._models = registry
         self.windows = sorted(windows)
         self.reward_listeners: list[RewardListener] = []
+        self.truth_listeners: list[TruthListener] = []
+        self.estimators: list[Estimator] = []
         self._dirty: set[str] = set()
         self.received = Counter(
             "servekit_feedback",
@@ -143,8 +149,10 @@ class FeedbackService:
     async def submit(self, model: str, document: Any, header_id: str | None) -> dict[str, Any]:
         feedback = parse_feedback(document, header_id)
         store = self._store()
-        self._models.versions(model)  # raises ModelNotFound for an unknown model
         assert self._log is not None
+        # Feedback may name the service (or graph) that was called: it goes to its model.
+        model = self._log.served_model(model, feedback.id) or model
+        self._models.versions(model)  # raises ModelNotFound for an unknown model
         version = await asyncio.to_thread(self._log.find_version, model, feedback.id)
         if version is None:
             raise NotFound(
@@ -158,7 +166,10 @@ class FeedbackService:
         self._dirty.add(model)
         if feedback.reward is not None:
             for listener in self.reward_listeners:
-                listener(model, version, feedback.reward)
+                listener(model, version, feedback.reward, feedback.id)
+        if feedback.truth is not None:
+            for truth_listener in self.truth_listeners:
+                truth_listener(model, version, feedback.id, feedback.truth)
         return {"id": feedback.id, "model_name": model, "model_version": version}
 
     async def performance(
@@ -168,6 +179,10 @@ class FeedbackService:
         store = self._store()
         report = await asyncio.to_thread(self._report, store, model, baseline, candidate)
         self._publish(model, report)
+        for estimator in self.estimators:
+            estimated = estimator(model)
+            if estimated:
+                report.setdefault("estimated", {}).update(estimated)
         return report
 
     def _report(

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from servekit.errors import ConfigError
+from servekit.observe.monitoring.config import MonitoringConfig
 from servekit.observe.payloads.config import FeedbackConfig, ModelPayloadLog
 from servekit.types.metadata import TensorSpec
 from servekit.types.tensors import DATATYPES
@@ -174,6 +175,10 @@ class ModelConfig(BaseModel):
     feedback: FeedbackConfig | None = Field(
         default=None, description="How ground truth is compared with predictions."
     )
+    monitoring: MonitoringConfig | None = Field(
+        default=None,
+        description="Drift, outlier and adversarial detectors, their reference and alerts.",
+    )
     lineage: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("versions", mode="before")
@@ -221,9 +226,13 @@ def read_model_config(model_dir: Path) -> ModelConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
-        return ModelConfig.model_validate(raw)
+        config = ModelConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"{path}: {problems}") from None
+    if config.monitoring is not None and "://" not in config.monitoring.reference:
+        # A relative reference lives in the model folder, wherever the server runs from.
+        config.monitoring.reference = str((model_dir / config.monitoring.reference).absolute())
+    return config

@@ -44,3 +44,8 @@ class RequestContext:
     protocol: str
     request_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    served_by: str | None = None
+    """'model/version' that answered; set by the DataPlane, sent back by the transports."""
+    service: str | None = None
+    variant: str | None = None
+    """The deployment and variant a request was routed through (kept in the payload log)."""

@@ -93,7 +93,7 @@ def test_unknown_models_share_one_label(server) -> None:
 
 
 def test_openapi_document_is_valid_and_covers_every_route(server) -> None:
-    from servekit.transports.http import observe, repository, v1, v2
+    from servekit.transports.http import deploy, monitoring, observe, repository, v1, v2
     from servekit.transports.http.asgi import INFER_ROUTES
 
     document = httpx.get(f"{server.http_url}/openapi.json").json()
@@ -101,6 +101,8 @@ def test_openapi_document_is_valid_and_covers_every_route(server) -> None:
     documented = set(document["paths"])
     routes = {r.path for r in [*v1.routes, *v2.routes]} | {"/metrics", "/openapi.json", "/docs"}
     routes |= set(INFER_ROUTES) | {r.path for r in [*repository.routes, *observe.routes]}
+    routes |= {r.path for r in monitoring.routes}
+    routes |= {r.path for r in deploy.routes}
     assert routes == documented
 
 

@@ -35,6 +35,9 @@ DEFAULTS = {
     "storage_anon": False,
     "storage_max_archive_bytes": 8 * 1024**3,
     "graceful_shutdown_seconds": 10.0,
+    "deployments": None,
+    "deployments_poll_seconds": 1.0,
+    "deployment_state_dir": None,
     "payload_log": {
         "enabled": True,
         "directory": Path.home() / ".local" / "share" / "servekit" / "payloads",

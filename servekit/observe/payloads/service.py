@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -23,7 +24,7 @@ from servekit.observe.payloads.delivery import SinkWorker, sampled
 from servekit.observe.payloads.journal import Journal, JournalFull
 from servekit.observe.payloads.metrics import PayloadMetrics
 from servekit.observe.payloads.record import InferenceRecord, capture, encode, redact_parameters
-from servekit.observe.payloads.sinks import build_sink, unique_names
+from servekit.observe.payloads.sinks import Sink, build_sink, unique_names
 from servekit.observe.payloads.sinks.store import StoreSink
 from servekit.observe.payloads.store import PayloadStore
 from servekit.types.tensors import Tensor
@@ -43,19 +44,24 @@ class PayloadLog:
         self._journal: Journal | None = None
         self._workers: list[SinkWorker] = []
         self._recent: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._served_by: OrderedDict[tuple[str, str], str] = OrderedDict()
+        """(service, id) -> the model that answered, so feedback may name the service."""
         self._redact = frozenset(settings.redact)
         self._lock_fd: int | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, consumers: Sequence[Sink] = ()) -> None:
+        """Open the spool and start a delivery thread per sink; ``consumers`` are in-process
+        readers of the same journal (model monitoring), delivered to like any sink."""
         settings = self.settings
         directory = settings.directory.expanduser()
         directory.mkdir(parents=True, exist_ok=True)
         self._lock_directory(directory)
         try:
-            unique_names(settings.sinks, {"store"})
+            unique_names(settings.sinks, {"store", *(c.name for c in consumers)})
             sinks = [build_sink(config) for config in settings.sinks]
+            sinks.extend(consumers)
             if settings.store.enabled:
                 self.store = PayloadStore(settings.store.path or directory / "store.sqlite")
                 sinks.insert(0, StoreSink(self.store, settings.store))
@@ -150,6 +156,8 @@ class PayloadLog:
         inputs: list[Tensor] | None,
         outputs: list[Tensor] | None,
         parameters: dict[str, Any],
+        service: str | None = None,
+        variant: str | None = None,
     ) -> None:
         rate = self.settings.sample_rate
         redact = self._redact
@@ -167,7 +175,8 @@ class PayloadLog:
             id=event_id,
             model=model,
             version=version,
-            service=model,
+            service=service or model,
+            variant=variant or "default",
             protocol=protocol,
             time=started,
             latency_ms=latency_ms,
@@ -192,8 +201,17 @@ class PayloadLog:
             recent[(model, event_id)] = version
             if len(recent) > RECENT_IDS:
                 recent.popitem(last=False)
+            if service and service != model and variant != "shadow":
+                served_by = self._served_by
+                served_by[(service, event_id)] = model
+                if len(served_by) > RECENT_IDS:
+                    served_by.popitem(last=False)
 
     # -- feedback support ---------------------------------------------------------------------
+
+    def served_model(self, service: str, event_id: str) -> str | None:
+        """The model that answered ``event_id`` for a deployment (among the recent ids)."""
+        return self._served_by.get((service, event_id))
 
     def find_version(self, model: str, event_id: str) -> str | None:
         """The version that answered ``event_id`` (recent memory first, then the store)."""

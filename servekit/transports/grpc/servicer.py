@@ -61,8 +61,16 @@ class InferenceServicer:
             partial(converters.to_request, request),  # decode errors count with the model
             request_context,
         )
-        if request_context.request_id and request_context.request_id.isascii():
-            context.set_trailing_metadata((("x-request-id", request_context.request_id),))
+        trailing = [
+            (key, value)
+            for key, value in (
+                ("x-request-id", request_context.request_id),
+                ("x-servekit-served-by", request_context.served_by),
+            )
+            if value and value.isascii()
+        ]
+        if trailing:
+            context.set_trailing_metadata(tuple(trailing))
         return converters.from_response(response, raw=converters.wants_raw_output(request))
 
     # -- model repository extension ----------------------------------------------------------

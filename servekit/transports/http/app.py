@@ -16,8 +16,9 @@ from servekit.core.dataplane import DataPlane
 from servekit.errors import ServekitError
 from servekit.observe.feedback import FeedbackService
 from servekit.observe.metrics import Metrics
+from servekit.observe.monitoring.service import MonitorService
 from servekit.settings import Settings
-from servekit.transports.http import observe, repository, v1, v2
+from servekit.transports.http import deploy, monitoring, observe, repository, v1, v2
 from servekit.transports.http.asgi import InferenceASGI
 from servekit.transports.http.errors import (
     http_exception_handler,
@@ -51,6 +52,7 @@ def create_app(
     metrics_registry: Metrics,
     settings: Settings,
     feedback: FeedbackService,
+    monitor: MonitorService | None = None,
 ) -> InferenceASGI:
     """Inference POSTs on the short path, the rest through Starlette."""
     app = Starlette(
@@ -59,6 +61,8 @@ def create_app(
             *v1.routes,
             *(repository.routes if settings.management_api else []),
             *observe.routes,
+            *monitoring.routes,
+            *deploy.routes,
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             Route("/docs", docs, methods=["GET"]),
@@ -73,4 +77,5 @@ def create_app(
     app.state.metrics = metrics_registry
     app.state.settings = settings
     app.state.feedback = feedback
+    app.state.monitor = monitor
     return InferenceASGI(app, dataplane, settings.max_request_bytes)

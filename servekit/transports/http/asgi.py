@@ -24,6 +24,8 @@ logger = logging.getLogger("servekit.http")
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 Handler = Callable[..., Awaitable[tuple[bytes, dict[str, str]]]]
 
+SERVED_BY_HEADER = "x-servekit-served-by"
+"""'model/version' that answered (a deployment may route to one of several)."""
 REQUEST_ID_HEADER = "x-request-id"
 """Carries the inference's event id back: the key for feedback and for the payload log."""
 _WANTED_HEADERS = frozenset(
@@ -84,6 +86,13 @@ class InferenceASGI:
     ) -> None:
         headers = {k: v for k, v in scope["headers"] if k in _WANTED_HEADERS}
         context = RequestContext(protocol, v2.request_id(headers))
+        routing = self._dataplane.deployments.routing_headers if self._dataplane.deployments else ()
+        if routing:  # variant and sticky headers, only when deployments are served
+            context.headers = {
+                k.decode("latin-1"): v.decode("latin-1")
+                for k, v in scope["headers"]
+                if k in routing
+            }
         status = 200
         try:
             try:
@@ -100,6 +109,8 @@ class InferenceASGI:
             status, content, extra = 500, _error("internal server error"), _JSON
         if _header_safe(context.request_id):
             extra = {**extra, REQUEST_ID_HEADER: context.request_id}
+        if status == 200 and _header_safe(context.served_by):
+            extra = {**extra, SERVED_BY_HEADER: context.served_by}
         await _respond(send, status, content, extra)
 
 

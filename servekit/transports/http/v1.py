@@ -35,6 +35,9 @@ async def model_status(request: Request) -> Response:
     dataplane = dataplane_of(request)
     name = request.path_params["name"]
     version = request.path_params.get("version")
+    if dataplane.deployments is not None and dataplane.deployments.get(name) is not None:
+        ready = dataplane.model_ready(name)  # a service or graph: ready when what it calls is
+        return json_response({"name": name, "ready": ready}, 200 if ready else 503)
     default = dataplane.registry.get(name, version)
     versions = [version] if version else dataplane.registry.versions(name)
     statuses = []
@@ -109,10 +112,10 @@ async def predict(
 
     def decode() -> InferenceRequest:
         nonlocal row_format
-        handle = dataplane.registry.get(name, version)
-        decoded, row_format = _to_request(loads(body), handle.inputs)
-        if row_format and handle.outputs:
-            decoded.outputs = [RequestedOutput(handle.outputs[0].name)]
+        inputs, outputs = dataplane.declared_io(name, version)
+        decoded, row_format = _to_request(loads(body), inputs)
+        if row_format and outputs:
+            decoded.outputs = [RequestedOutput(outputs[0].name)]
         return decoded
 
     response = await dataplane.infer(name, version, decode, context)

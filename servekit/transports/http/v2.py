@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from servekit.core.dataplane import DataPlane
+from servekit.observe.monitoring.inline import outlier_header
 from servekit.transports.http.codecs import (
     HEADER_LENGTH,
     JSON_CONTENT_TYPE,
@@ -79,7 +80,10 @@ async def infer(
         return decoded[0]
 
     response = await dataplane.infer(name, version, decode, context)
-    return encode_infer_response(response, decoded[0].parameters)
+    content, extra = encode_infer_response(response, decoded[0].parameters)
+    if response.parameters:
+        extra.update(outlier_header(response.parameters))
+    return content, extra
 
 
 MODEL = "/v2/models/{name}"

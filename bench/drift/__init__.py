@@ -1,0 +1,1 @@
+"""Drift detection benchmark: servekit's detectors against alibi-detect and evidently."""

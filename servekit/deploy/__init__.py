@@ -1,0 +1,1 @@
+"""Deployments: services (predictor, transformer, canary, shadow, experiments) and graphs."""
