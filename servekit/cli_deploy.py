@@ -41,16 +41,9 @@ def apply_kserve(settings: Any, isvc: Path) -> Any:
     from servekit.deploy.kserve import import_inference_service
     from servekit.errors import ConfigError
     from servekit.observe.payloads.config import HTTPSinkConfig
-    from servekit.storage import StorageOptions, materialize
+    from servekit.storage import materialize
 
-    secret = settings.storage_secret.get_secret_value() if settings.storage_secret else None
-    options = StorageOptions(
-        endpoint_url=settings.storage_endpoint_url,
-        key=settings.storage_key,
-        secret=secret,
-        anon=settings.storage_anon,
-        max_archive_bytes=settings.storage_max_archive_bytes,
-    )
+    options = settings.storage_options()
     workdir = settings.storage_cache_dir / "kserve" / isvc.resolve().stem
     imported = import_inference_service(
         isvc, workdir, lambda uri: materialize(uri, settings.storage_cache_dir, options)

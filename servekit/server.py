@@ -24,7 +24,7 @@ from servekit.observe.monitoring.service import MonitorService
 from servekit.observe.payloads.service import PayloadLog
 from servekit.repository.local import scan_repository
 from servekit.settings import Settings
-from servekit.storage import StorageOptions, materialize_async
+from servekit.storage import materialize_async
 from servekit.transports.http import create_app
 
 logger = logging.getLogger("servekit.server")
@@ -194,14 +194,7 @@ class InferenceServer:
     async def _resolve_repository(self) -> Path:
         """The local folder to serve: the path itself, or a synced snapshot of a remote URI."""
         settings = self.settings
-        secret = settings.storage_secret.get_secret_value() if settings.storage_secret else None
-        options = StorageOptions(
-            endpoint_url=settings.storage_endpoint_url,
-            key=settings.storage_key,
-            secret=secret,
-            anon=settings.storage_anon,
-            max_archive_bytes=settings.storage_max_archive_bytes,
-        )
+        options = settings.storage_options()
         return await materialize_async(
             settings.model_repository or "", settings.storage_cache_dir, options
         )

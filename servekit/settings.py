@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError
@@ -21,6 +21,9 @@ from pydantic_settings import (
 
 from servekit.errors import ConfigError
 from servekit.observe.payloads.config import PayloadLogSettings
+
+if TYPE_CHECKING:
+    from servekit.storage import StorageOptions
 
 CONFIG_FILE_ENV = "SERVEKIT_CONFIG"
 
@@ -116,6 +119,19 @@ class Settings(BaseSettings):
         default_factory=PayloadLogSettings,
         description="Payload logging: spool, embedded store, sinks (see the README).",
     )
+
+    def storage_options(self) -> StorageOptions:
+        """How the storage layer reaches remote repositories and artifacts."""
+        from servekit.storage import StorageOptions
+
+        secret = self.storage_secret.get_secret_value() if self.storage_secret else None
+        return StorageOptions(
+            endpoint_url=self.storage_endpoint_url,
+            key=self.storage_key,
+            secret=secret,
+            anon=self.storage_anon,
+            max_archive_bytes=self.storage_max_archive_bytes,
+        )
 
     @classmethod
     def settings_customise_sources(

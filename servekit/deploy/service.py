@@ -7,7 +7,6 @@ swaps it in (requests in flight finish on the old one), carrying the router's le
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ from servekit.deploy.base import Invoke
 from servekit.deploy.routers import Router
 from servekit.deploy.shadow import ShadowMirror
 from servekit.deploy.spec import VARIANT_HEADER, ServiceSpec
-from servekit.deploy.transformer import Transformer
-from servekit.errors import InferenceError, InvalidInput, ModelNotFound, ServekitError
+from servekit.deploy.transformer import Transformer, run_hook
+from servekit.errors import InvalidInput, ModelNotFound
 from servekit.types.inference import InferenceRequest, InferenceResponse, RequestContext
 
 logger = logging.getLogger("servekit.deploy")
@@ -73,6 +72,7 @@ class Service:
         self._sticky = spec.sticky is not None
         self._learns = bool(getattr(router, "learns", False))
         self._served: OrderedDict[str, str] = OrderedDict()
+        self._owner = f"service '{spec.name}'"
 
     def targets(self) -> set[str]:
         return self.serving_targets() | ({self.shadow.model} if self.shadow else set())
@@ -131,32 +131,18 @@ class Service:
         if self._learns and context.request_id:
             self._remember(context.request_id, variant.name)
         if self.transformer is not None:
-            request = await self._call("preprocess", request, child)
+            request = await run_hook(self.transformer, "preprocess", self._owner, request, child)
         if self.shadow is not None:
             self.shadow.maybe_mirror(request, child, invoke)
         response = await invoke(variant.model, variant.version, request, child)
         served = response.model_name, response.model_version
         if self.transformer is not None:
-            response = await self._call("postprocess", response, request, child)
+            response = await run_hook(
+                self.transformer, "postprocess", self._owner, response, request, child
+            )
             response.model_name, response.model_version = served
         context.request_id = child.request_id
         return response
-
-    async def _call(self, hook: str, *args: Any) -> Any:
-        """Run a transformer hook (plain or async); its own exceptions become a clear 500."""
-        try:
-            result = getattr(self.transformer, hook)(*args)
-            if inspect.isawaitable(result):
-                result = await result
-        except ServekitError:
-            raise
-        except Exception as exc:
-            logger.exception("transformer of service %s raised in %s", self.name, hook)
-            raise InferenceError(
-                f"service '{self.name}': transformer {hook} failed: {type(exc).__name__} "
-                "(details in the server log)"
-            ) from exc
-        return result
 
     def _remember(self, request_id: str, variant: str) -> None:
         self._served[request_id] = variant

@@ -7,9 +7,14 @@ request and response through unchanged.
 
 from __future__ import annotations
 
+import inspect
+import logging
 from typing import Any
 
+from servekit.errors import InferenceError, ServekitError
 from servekit.types.inference import InferenceRequest, InferenceResponse, RequestContext
+
+logger = logging.getLogger("servekit.deploy")
 
 
 class Transformer:
@@ -30,3 +35,22 @@ class Transformer:
     ) -> InferenceResponse:
         """Return the response the client receives (may be ``async``)."""
         return response
+
+
+async def run_hook(transformer: Transformer, hook: str, owner: str, *args: Any) -> Any:
+    """Run ``preprocess`` or ``postprocess`` (plain or async). The user's own exceptions become
+    a clear 500, prefixed with ``owner`` when given (details only in the server log);
+    ServekitErrors pass as raised, so a transformer can refuse bad input with a 400."""
+    try:
+        result = getattr(transformer, hook)(*args)
+        if inspect.isawaitable(result):
+            result = await result
+    except ServekitError:
+        raise
+    except Exception as exc:
+        logger.exception("transformer %s raised in %s", type(transformer).__name__, hook)
+        prefix = f"{owner}: " if owner else ""
+        raise InferenceError(
+            f"{prefix}transformer {hook} failed: {type(exc).__name__} (details in the server log)"
+        ) from exc
+    return result

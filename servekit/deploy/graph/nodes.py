@@ -7,13 +7,11 @@ that names the graph and the node: ``graph 'g' node 'scaler': <what went wrong>`
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from servekit.deploy.base import Invoke
-from servekit.deploy.transformer import Transformer
+from servekit.deploy.transformer import Transformer, run_hook
 from servekit.errors import InferenceError, InvalidInput, ServekitError
 from servekit.types.inference import InferenceRequest, InferenceResponse, RequestContext
 from servekit.types.tensors import Tensor
@@ -119,7 +117,7 @@ class TransformerNode:
         incoming = dataclasses.replace(
             request, inputs=rename(request.inputs, self.inputs, "input"), outputs=[]
         )
-        result = await self._hook("preprocess", incoming, context)
+        result = await run_hook(self.transformer, "preprocess", "", incoming, context)
         if not isinstance(result, InferenceRequest):
             raise InferenceError(f"transformer preprocess returned {type(result).__name__}")
         return result
@@ -127,25 +125,10 @@ class TransformerNode:
     async def postprocess(
         self, response: InferenceResponse, request: InferenceRequest, context: RequestContext
     ) -> InferenceResponse:
-        result = await self._hook("postprocess", response, request, context)
+        result = await run_hook(self.transformer, "postprocess", "", response, request, context)
         if not isinstance(result, InferenceResponse):
             raise InferenceError(f"transformer postprocess returned {type(result).__name__}")
         result.outputs = rename(result.outputs, self.outputs, "output")
-        return result
-
-    async def _hook(self, hook: str, *args: Any) -> Any:
-        """User code: its own exceptions become a clear 500 (details only in the server log)."""
-        try:
-            result = getattr(self.transformer, hook)(*args)
-            if inspect.isawaitable(result):
-                result = await result
-        except ServekitError:
-            raise
-        except Exception as exc:
-            logger.exception("graph transformer %s raised in %s", self.label, hook)
-            raise InferenceError(
-                f"transformer {hook} failed: {type(exc).__name__} (details in the server log)"
-            ) from exc
         return result
 
 
