@@ -17,7 +17,6 @@ import pytest
 
 from servekit.testing import ServerProcess
 
-ROOT = Path(__file__).resolve().parents[2]
 BODY = {
     "inputs": [
         {"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}
@@ -66,10 +65,12 @@ def play(http: httpx.Client, service: str, rounds: int, rng: random.Random) -> l
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_bandit_converges_and_resumes_after_restart(tmp_path: Path, service: str) -> None:
+def test_bandit_converges_and_resumes_after_restart(
+    tmp_path: Path, service: str, example_repo: tuple[Path, dict]
+) -> None:
     spec = tmp_path / "deployments.yaml"
     spec.write_text(SPEC)
-    args = ["--model-repository", str(ROOT / "examples" / "models")]
+    args = ["--model-repository", str(example_repo[0])]
     rng = random.Random(6)
     with (
         ServerProcess(spec, args=args, data_dir=tmp_path / "data") as server,

@@ -17,40 +17,44 @@ import yaml
 
 from servekit.testing import ServerProcess
 
-ROOT = Path(__file__).resolve().parents[2]
-IRIS = ROOT / "examples" / "models" / "iris"
 BODY = {
     "inputs": [
         {"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}
     ]
 }
-ISVC = textwrap.dedent(
-    f"""
-    apiVersion: serving.kserve.io/v1beta1
-    kind: InferenceService
-    metadata:
-      name: sklearn-iris
-      namespace: models
-      annotations:
-        serving.servekit.io/stable-storage-uri: {IRIS / "1"}
-    spec:
-      predictor:
-        minReplicas: 0
-        canaryTrafficPercent: 20
-        batcher: {{maxBatchSize: 8, maxLatency: 5}}
-        resources: {{limits: {{cpu: "1"}}}}
-        model:
-          modelFormat: {{name: sklearn}}
-          storageUri: {(IRIS / "2").as_uri()}
-    """
-)
+
+
+def inference_service(iris: Path) -> str:
+    """A KServe InferenceService over the trained iris model: version 2 as a 20 % canary of 1."""
+    return textwrap.dedent(
+        f"""
+        apiVersion: serving.kserve.io/v1beta1
+        kind: InferenceService
+        metadata:
+          name: sklearn-iris
+          namespace: models
+          annotations:
+            serving.servekit.io/stable-storage-uri: {iris / "1"}
+        spec:
+          predictor:
+            minReplicas: 0
+            canaryTrafficPercent: 20
+            batcher: {{maxBatchSize: 8, maxLatency: 5}}
+            resources: {{limits: {{cpu: "1"}}}}
+            model:
+              modelFormat: {{name: sklearn}}
+              storageUri: {(iris / "2").as_uri()}
+        """
+    )
 
 
 @pytest.fixture(scope="module")
-def kserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def kserve(
+    tmp_path_factory: pytest.TempPathFactory, example_repo: tuple[Path, dict]
+) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("kserve")
     isvc = root / "isvc.yaml"
-    isvc.write_text(ISVC)
+    isvc.write_text(inference_service(example_repo[0] / "iris"))
     env = {"SERVEKIT_STORAGE_CACHE_DIR": str(root / "cache"), "SERVEKIT_ADMIN_TOKEN": "s3cret"}
     with ServerProcess(isvc, env=env) as server:
         yield server
@@ -90,14 +94,15 @@ def test_unsupported_fields_are_warned_by_name(kserve: ServerProcess) -> None:
     assert "minReplicas" not in logs and "batcher" not in logs
 
 
-def test_export_kserve_round_trip(tmp_path: Path) -> None:
+def test_export_kserve_round_trip(tmp_path: Path, example_repo: tuple[Path, dict]) -> None:
+    repository = example_repo[0]
     spec = tmp_path / "deployments.yaml"
     spec.write_text(
         "services:\n  - name: iris-svc\n    predictor: {model: iris, version: '1'}\n"
         "    canary: {model: iris, version: '2', traffic_percent: 25}\n"
     )
     command = [sys.executable, "-m", "servekit", "export", "kserve", "iris-svc"]
-    options = ["--spec", str(spec), "--model-repository", str(ROOT / "examples" / "models")]
+    options = ["--spec", str(spec), "--model-repository", str(repository)]
     done = subprocess.run([*command, *options], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     isvc = yaml.safe_load(done.stdout)
@@ -105,8 +110,8 @@ def test_export_kserve_round_trip(tmp_path: Path) -> None:
     predictor = isvc["spec"]["predictor"]
     assert predictor["model"] == {
         "modelFormat": {"name": "sklearn"},
-        "storageUri": (IRIS / "2").as_uri(),
+        "storageUri": (repository / "iris" / "2").as_uri(),
     }
     assert predictor["canaryTrafficPercent"] == 25
     stable = isvc["metadata"]["annotations"]["serving.servekit.io/stable-storage-uri"]
-    assert stable == (IRIS / "1").as_uri()
+    assert stable == (repository / "iris" / "1").as_uri()

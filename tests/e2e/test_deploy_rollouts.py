@@ -68,11 +68,13 @@ SPEC = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Path]]:
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, example_repo: tuple[Path, dict]
+) -> Iterator[tuple[ServerProcess, Path]]:
     root = tmp_path_factory.mktemp("deploy")
     repo = root / "models"
     repo.mkdir()
-    (repo / "iris").symlink_to(ROOT / "examples" / "models" / "iris", target_is_directory=True)
+    (repo / "iris").symlink_to(example_repo[0] / "iris", target_is_directory=True)
     (repo / "failing").mkdir()
     (repo / "failing" / "model.py").write_text(FAILING_MODEL)
     spec = root / "deployments.yaml"
@@ -275,10 +277,12 @@ def test_invalid_live_edit_is_rejected_and_the_running_spec_stays(
     assert served_by(client, "pinned") == "1"  # a valid edit applies live
 
 
-def test_an_invalid_spec_stops_the_start_naming_file_and_field(tmp_path: Path) -> None:
+def test_an_invalid_spec_stops_the_start_naming_file_and_field(
+    tmp_path: Path, example_repo: tuple[Path, dict]
+) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text("services:\n  - name: s\n    predictor: {model: no-such-model}\n")
-    repository = str(ROOT / "examples" / "models")
+    repository = str(example_repo[0])
     command = [
         sys.executable,
         "-m",

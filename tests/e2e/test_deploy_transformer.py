@@ -5,6 +5,7 @@ species names, over REST V2, V1 and gRPC; every answer says which model version 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +25,14 @@ VIRGINICA = dict(zip(FEATURES, (6.7, 3.0, 5.2, 2.3), strict=True))
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    with ServerProcess(ROOT / "examples" / "models") as running:
+def server(
+    example_repo: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """`servekit serve examples/models` as laid out in the checkout: deployments/ beside models/."""
+    root = tmp_path_factory.mktemp("checkout")
+    shutil.copytree(example_repo[0], root / "models")
+    shutil.copytree(ROOT / "examples" / "deployments", root / "deployments")
+    with ServerProcess(root / "models") as running:
         yield running
 
 

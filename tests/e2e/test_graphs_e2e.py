@@ -28,11 +28,13 @@ BODY = {"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [4, 4], "dat
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, example_repo: tuple[Path, dict]
+) -> Iterator[ServerProcess]:
     repo = tmp_path_factory.mktemp("graphs") / "models"
     repo.mkdir()
     for name in ("iris", "iris-custom"):
-        (repo / name).symlink_to(ROOT / "examples" / "models" / name, target_is_directory=True)
+        (repo / name).symlink_to(example_repo[0] / name, target_is_directory=True)
     for name in ("centimetres", "broken"):
         (repo / name).symlink_to(FIXTURES / "models" / name, target_is_directory=True)
     spec = FIXTURES / "graphs.yaml"

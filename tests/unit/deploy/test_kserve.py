@@ -17,8 +17,11 @@ from servekit.deploy.kserve import (
 from servekit.errors import ConfigError
 from servekit.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[3]
-IRIS = ROOT / "examples" / "models" / "iris"
+
+@pytest.fixture
+def iris(example_repo: tuple[Path, dict]) -> Path:
+    """The trained iris model (versions 1 and 2) from the session's example repository."""
+    return example_repo[0] / "iris"
 
 
 def isvc(tmp_path: Path, predictor: dict, annotations: dict | None = None) -> Path:
@@ -37,17 +40,17 @@ def model(uri: Path | str, fmt: str = "sklearn") -> dict:
     return {"modelFormat": {"name": fmt}, "storageUri": str(uri)}
 
 
-def test_canary_scale_to_zero_batcher_and_logger_map(tmp_path: Path) -> None:
+def test_canary_scale_to_zero_batcher_and_logger_map(tmp_path: Path, iris: Path) -> None:
     path = isvc(
         tmp_path,
         {
-            "model": model(IRIS / "2"),
+            "model": model(iris / "2"),
             "canaryTrafficPercent": 10,
             "minReplicas": 0,
             "batcher": {"maxBatchSize": 16, "maxLatency": 20, "timeout": 2},
             "logger": {"mode": "all", "url": "http://collector:8080/"},
         },
-        {STABLE_ANNOTATION: str(IRIS / "1")},
+        {STABLE_ANNOTATION: str(iris / "1")},
     )
     imported = import_inference_service(path, tmp_path / "work", Path)
     assert imported.warnings == []
@@ -60,7 +63,7 @@ def test_canary_scale_to_zero_batcher_and_logger_map(tmp_path: Path) -> None:
         }
     ]
     folder = imported.repository / "iris-predictor"
-    assert (folder / "1").resolve() == IRIS / "1" and (folder / "2").resolve() == IRIS / "2"
+    assert (folder / "1").resolve() == iris / "1" and (folder / "2").resolve() == iris / "2"
     config = yaml.safe_load((folder / "model.yaml").read_text())
     assert config["format"] == "sklearn" and config["idle_unload_after"] > 0
     assert config["batching"] == {
@@ -74,11 +77,11 @@ def test_canary_scale_to_zero_batcher_and_logger_map(tmp_path: Path) -> None:
     assert (sink.type, str(sink.url), sink.mode) == ("http", "http://collector:8080/", "all")
 
 
-def test_every_unsupported_field_is_named(tmp_path: Path) -> None:
+def test_every_unsupported_field_is_named(tmp_path: Path, iris: Path) -> None:
     path = isvc(
         tmp_path,
         {
-            "model": {**model(IRIS / "2"), "runtime": "kserve-sklearnserver"},
+            "model": {**model(iris / "2"), "runtime": "kserve-sklearnserver"},
             "maxReplicas": 3,
             "canaryTrafficPercent": 10,  # no stable revision given: a warning too
         },
@@ -97,7 +100,7 @@ def test_every_unsupported_field_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("predictor", "expected"),
     [
-        ({"model": model(IRIS, "triton")}, "modelFormat.name: 'triton' is not supported"),
+        ({"model": model("/models/iris", "triton")}, "modelFormat.name: 'triton' is not supported"),
         ({"model": {"modelFormat": {"name": "sklearn"}}}, "storageUri: required"),
         ({"model": model("pvc://claim/iris")}, "pvc:// is not readable"),
     ],
@@ -108,8 +111,8 @@ def test_errors_name_the_field(tmp_path: Path, predictor: dict, expected: str) -
     assert expected in str(caught.value)
 
 
-def test_serve_reads_its_argument(tmp_path: Path) -> None:
-    path = isvc(tmp_path, {"model": model(IRIS / "2")})
+def test_serve_reads_its_argument(tmp_path: Path, iris: Path) -> None:
+    path = isvc(tmp_path, {"model": model(iris / "2")})
     assert resolve_serve_target(str(path), None) == (None, None, path)
     spec = tmp_path / "deployments.yaml"
     spec.write_text("services: []\n")
@@ -117,8 +120,8 @@ def test_serve_reads_its_argument(tmp_path: Path) -> None:
     assert resolve_serve_target("models", None) == ("models", None, None)
 
 
-def test_a_bad_logger_names_the_field(tmp_path: Path) -> None:
-    path = isvc(tmp_path, {"model": model(IRIS / "2"), "logger": {"mode": "loud", "url": "x"}})
+def test_a_bad_logger_names_the_field(tmp_path: Path, iris: Path) -> None:
+    path = isvc(tmp_path, {"model": model(iris / "2"), "logger": {"mode": "loud", "url": "x"}})
     with pytest.raises(ConfigError, match=r"isvc.yaml: spec.predictor.logger: mode: .*; url: "):
         apply_kserve(Settings(storage_cache_dir=tmp_path / "cache"), path)
 
