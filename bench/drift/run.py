@@ -67,6 +67,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument(
+        "--reuse-peers",
+        action="store_true",
+        help="use the peers' results already in bench/.work/drift (same seed and settings)",
+    )
+    parser.add_argument(
         "--peer-trials",
         type=int,
         default=1,
@@ -147,7 +152,7 @@ def summarise(results: dict[str, dict[str, dict]], args: argparse.Namespace) -> 
         for detector in detectors:
             rates = []
             for per_dataset in results.values():
-                entry = per_dataset.get(detector, {})
+                entry = per_dataset.get(detector, {"alarms": {}})
                 if "error" in entry:
                     row[detector] = "not run"
                     break
@@ -189,8 +194,8 @@ def markdown(summary: dict[str, Any], results: dict, args: argparse.Namespace) -
                 continue
             cells = [
                 "not run"
-                if "error" in per_dataset.get(d, {"error": 1})
-                else shown(rate(per_dataset[d]["alarms"].get(f"cell{number}")))
+                if "error" in per_dataset.get(d, {})
+                else shown(rate(per_dataset.get(d, {"alarms": {}})["alarms"].get(f"cell{number}")))
                 for d in detectors
             ]
             lines.append(f"| {dataset} | {setting.size} | " + " | ".join(cells) + " |")
@@ -219,8 +224,13 @@ def main(argv: list[str] | None = None) -> None:
         saved = make_windows(data, args)
         np.savez(WORK / f"{dataset}.npz", **saved)
         peers: subprocess.Popen | None = None
+        output = WORK / f"{dataset}.peers.json"
+        if args.reuse_peers and output.exists():
+            results[dataset] = {**run_ours(saved, args), **json.loads(output.read_text())}
+            print(f"{dataset}: done at {time.perf_counter() - started:.0f} s", flush=True)
+            continue
         if python is not None:
-            (WORK / f"{dataset}.peers.json").unlink(missing_ok=True)
+            output.unlink(missing_ok=True)
             log = (WORK / f"{dataset}.peers.log").open("w")
             script = Path(__file__).with_name("peers.py")
             command = [str(python), str(script), str(WORK), str(args.peer_trials), dataset]
