@@ -71,7 +71,16 @@ class _Observed(msgspec.Struct):
     outputs: list[TensorRecord] | None = None
 
 
+class _Routing(msgspec.Struct):
+    """Just enough of a record to skip it: most models are not monitored, and decoding their
+    tensors only to drop them cost the server's core as much as the payload store did."""
+
+    model: str
+    status: str = "ok"
+
+
 _decoder = msgspec.msgpack.Decoder(_Observed)
+_routing_decoder = msgspec.msgpack.Decoder(_Routing)
 
 
 class _Prepared:
@@ -228,12 +237,30 @@ class MonitorService:
     def close(self) -> None:
         return None
 
+    def wants_none(self) -> bool:
+        """No model is monitored (checked from the sink thread: a registry changing under the
+        scan answers 'maybe', and the records are read as usual)."""
+        if self._models or not self._watching.is_set():
+            return False
+        try:
+            return not any(_config_of(handle) is not None for handle in self._registry)
+        except RuntimeError:  # changed size during iteration
+            return False
+
     def deliver_encoded(self, payloads: list[bytes]) -> None:
         started = time.monotonic()
         if not self._watching.is_set():
             raise MonitorNotReady("the models are loading")
-        records = [_decoder.decode(p) for p in payloads]
-        wanted = [r for r in records if r.status == "ok" and self._monitored(r.model)]
+        monitored: dict[str, bool] = {}
+        wanted = []
+        for payload in payloads:
+            routing = _routing_decoder.decode(payload)
+            if routing.status != "ok":
+                continue
+            if (keep := monitored.get(routing.model)) is None:
+                keep = monitored[routing.model] = self._monitored(routing.model)
+            if keep:
+                wanted.append(_decoder.decode(payload))
         self._check_ready({r.model for r in wanted})
         for start in range(0, len(wanted), CHUNK):
             time.sleep(0)  # let the event loop have the GIL between chunks: no latency spike

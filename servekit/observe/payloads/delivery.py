@@ -44,6 +44,7 @@ class SinkWorker(threading.Thread):
         self._models = frozenset(sink.options.models) if sink.options.models else None
         filters = self._models is not None or sink.options.sample_rate < 1.0
         self._deliver_encoded = None if filters else getattr(sink, "deliver_encoded", None)
+        self._wants_none = getattr(sink, "wants_none", None)
         journal.register(sink.name)
         self._reader = journal.reader(sink.name)
         self._in_memory = 0
@@ -63,6 +64,9 @@ class SinkWorker(threading.Thread):
             if not self._retry(self.sink.open, "open"):
                 return
             while not self._stop_requested.is_set():
+                if self._wants_none is not None and self._wants_none():
+                    self._skip_to_end()
+                    continue
                 batch = self._reader.read(self.sink.options.batch_size)
                 self._in_memory = len(batch)
                 if not batch:
@@ -85,6 +89,13 @@ class SinkWorker(threading.Thread):
         finally:
             self._reader.close()
             self.sink.close()
+
+    def _skip_to_end(self) -> None:
+        end = self._journal.end
+        if end > self._journal.cursor(self.sink.name):
+            self._journal.commit(self.sink.name, end)
+            self._reader.rewind()
+        self._stop_requested.wait(IDLE_POLL_SECONDS)
 
     def _wanted(self, record: InferenceRecord) -> bool:
         if self._models is not None and record.model not in self._models:

@@ -446,3 +446,30 @@ def test_spool_full_drops_are_counted_for_the_sink(harness: Harness) -> None:
     assert numbers[-1] == total - 1
     assert len(numbers) + dropped >= total  # every missing record was counted
     assert journal.size <= 4 * 4096
+
+
+class SelectiveSink(FakeSink):
+    """A consumer that wants nothing while ``idle`` is set (monitoring with no monitored model)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__("selective", **options)
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def wants_none(self) -> bool:
+        return self.idle.is_set()
+
+
+def test_a_consumer_that_wants_nothing_is_moved_past_the_records_unread(harness: Harness) -> None:
+    journal = harness.journal(segment_bytes=1024)
+    sink = SelectiveSink(batch_size=64)
+    worker = harness.worker(sink, journal)
+    append(journal, range(200))
+    wait_until(lambda: journal.cursor("selective") == 200)
+    assert sink.attempts == [] and worker.pending == 0
+
+    sink.idle.clear()  # a model became monitored: the records after this point are read
+    append(journal, range(200, 250))
+    sink.wait_for(lambda: len(sink.delivered) == 50)
+    assert sink.ids == ids(range(200, 250))
+    wait_until(lambda: worker.pending == 0)

@@ -38,3 +38,11 @@ class EncodedSink(Sink, Protocol):
     nothing (no ``models``, ``sample_rate`` 1), the delivery loop skips decoding them."""
 
     def deliver_encoded(self, payloads: list[bytes]) -> None: ...
+
+
+class SelectiveSink(Sink, Protocol):
+    """A consumer that may want none of the records for a while (monitoring with no monitored
+    model): while ``wants_none()`` is true the delivery loop moves its cursor past the journal's
+    end without reading, so an unused consumer costs the server's core nothing per event."""
+
+    def wants_none(self) -> bool: ...
