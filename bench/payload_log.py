@@ -1,14 +1,15 @@
 """What the payload log costs: servekit on the tiny model, V2 REST JSON, logging off vs on.
 
-    python bench/payload_log.py [--duration S] [--concurrency 1,32] [--rounds 2]
+    python bench/payload_log.py [--duration S] [--concurrency 1,32] [--rounds 2] [--configs C]
 
 Run it with a Python that has servekit installed (the CloudEvents receiver runs under it). Four
 configurations, each a fresh server with a fresh payload directory: off, the embedded store only
 (default), store + HTTP sink in batch mode, store + HTTP sink in binary mode (one POST per event,
 like KServe's logger) to a CloudEvents receiver process. Rounds are interleaved (ABCD ABCD), the
-median of each point kept. Server on core 0; wrk and the receiver share core 1. After each point
-/metrics is read at once (backlog at end of load) and after --settle s, then the sinks get up to
---drain s to catch up before the events are counted. A point during which other processes took
+median of each point kept; losses are paired with the same round's "off" run (median and
+range). Server on core 0; wrk and the receiver share core 1. After each point /metrics is read
+at once (backlog at end of load) and after --settle s, then the sinks get up to --drain s to
+catch up before the events are counted. A point during which other processes took
 > 15 % of the machine is run again (--retries), the least disturbed run kept. About 4 min with the
 defaults. Results: bench/results/<date>-payload-log.md (+ .json).
 """
@@ -163,11 +164,22 @@ def one_config(config: str, artifacts: dict[str, Path], pythonpath: list[str], a
     return points
 
 
+def paired(runs: dict[str, list[dict]], config: str, concurrency: int, key: str) -> str:
+    """Median and range over rounds of the change against the same round's "off" run: on a
+    noisy machine a round's runs are close in time, so pairing them cancels slow drifts."""
+    changes = [
+        (on[concurrency][key] / off[concurrency][key] - 1) * 100
+        for on, off in zip(runs[config], runs["off"], strict=True)
+    ]
+    if key == "rps":
+        changes = [-c for c in changes]  # a loss
+    return f"{statistics.median(changes):.1f} % ({min(changes):.0f} to {max(changes):.0f})"
+
+
 def summarize(runs: dict[str, list[dict]], levels: list[int]) -> list[list[str]]:
-    """Median rps/p50/p99 over rounds; events summed over rounds; worst backlog."""
+    """Median rps/p50/p99 over rounds; losses paired per round; events summed; worst backlog."""
     rows = []
     for concurrency in levels:
-        off = statistics.median(r[concurrency]["rps"] for r in runs["off"])
         for config, results in runs.items():
             pts = [r[concurrency] for r in results]
             rps = statistics.median(p["rps"] for p in pts)
@@ -184,8 +196,9 @@ def summarize(runs: dict[str, list[dict]], levels: list[int]) -> list[list[str]]
                 CONFIGS[config][0], str(concurrency), f"{rps:,.0f}{flags}",
                 f"{statistics.median(p['p50'] for p in pts):.2f}",
                 f"{statistics.median(p['p99'] for p in pts):.2f}",
-                "—" if config == "off" else f"{(1 - rps / off) * 100:.1f} %",
+                "—" if config == "off" else paired(runs, config, concurrency, "rps"),
                 f"{statistics.median(p['cpu_us'] for p in pts):.0f}",
+                "—" if config == "off" else paired(runs, config, concurrency, "cpu_us"),
                 "—" if config == "off" else f"{got:,} / {expected:,}",
                 worst("backlog_end"), worst("backlog_settled"),
             ])  # fmt: skip
@@ -203,19 +216,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-wait", type=float, default=10.0, help="max wait for quiet, s")
     parser.add_argument("--retries", type=int, default=1, help="extra runs of a disturbed point")
     parser.add_argument("--servekit-src", choices=("head", "worktree"), default="head")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="off is always run")
     args = parser.parse_args(argv)
+    configs = ["off", *(c for c in run._csv(args.configs) if c != "off")]
+    if unknown := set(configs) - set(CONFIGS):
+        raise SystemExit(f"unknown configs {sorted(unknown)}; known: {', '.join(CONFIGS)}")
     args.concurrency = [int(c) for c in run._csv(args.concurrency)]
     if error := envs.ensure(["servekit"])["servekit"]:
         raise SystemExit(f"servekit environment: {error}")
     artifacts = {"tiny": run.train_models(["tiny"])["tiny"]}
     pythonpath, revision = run.servekit_source(args.servekit_src)
     started, m = time.time(), report.machine_description()
-    runs: dict[str, list[dict]] = {config: [] for config in CONFIGS}
+    runs: dict[str, list[dict]] = {config: [] for config in configs}
     for round_ in range(1, args.rounds + 1):
         print(f"== round {round_} of {args.rounds}", flush=True)
-        for config in CONFIGS:
+        for config in configs:
             runs[config].append(one_config(config, artifacts, pythonpath, args))
-    heads = ["config", "c", "inferences/s", "p50 ms", "p99 ms", "loss vs off", "server CPU µs/inf",
+    heads = ["config", "c", "inferences/s", "p50 ms", "p99 ms", "throughput loss vs off",
+             "server CPU µs/inf", "CPU/inf vs off",
              "events delivered / expected", "backlog at end of load (records)",
              f"backlog {args.settle:g} s later"]  # fmt: skip
     rows = summarize(runs, args.concurrency)

@@ -43,6 +43,8 @@ class ModelMonitor:
     """Feeds computed in the detector process (the others run here)."""
     described: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The remote feeds' describe(), as of their last reply."""
+    inline_on_loop: bool = False
+    """Inline scoring is cheap enough (Mahalanobis: microseconds) to skip the thread hop."""
 
     @property
     def keeps_predictions(self) -> bool:
