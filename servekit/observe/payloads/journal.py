@@ -136,9 +136,10 @@ class Journal:
                 )
             segment = self._segments[-1]  # _make_room may have rotated
             position = segment.size
-            self._map[position + _FRAME.size : position + needed] = payload
-            self._map[position : position + _FRAME.size] = _FRAME.pack(
-                len(payload), zlib.crc32(payload)
+            # One copy, under the GIL: another thread never sees half of it, and a reader after
+            # a crash checks the CRC.
+            self._map[position : position + needed] = (
+                _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
             )
             if self.fsync:
                 self._map.flush()

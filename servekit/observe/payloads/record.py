@@ -91,7 +91,11 @@ def capture(
         elif tensor.datatype != "BYTES" and tensor.data.nbytes > max_bytes:
             state = "truncated"  # known without copying it
         else:
-            raw = to_raw(tensor.data, tensor.datatype)
+            data = tensor.data
+            if tensor.datatype != "BYTES" and data.dtype == NUMPY_DTYPES.get(tensor.datatype):
+                raw = data.tobytes()  # the common case: no conversion to check for
+            else:
+                raw = to_raw(data, tensor.datatype)
             if len(raw) > max_bytes:
                 raw, state = b"", "truncated"
         shape = list(tensor.data.shape)

@@ -22,10 +22,10 @@ from servekit.errors import ConfigError, Unavailable
 from servekit.observe.payloads import delivery, service
 from servekit.observe.payloads.config import FileSinkConfig, ModelPayloadLog, PayloadLogSettings
 from servekit.observe.payloads.delivery import sampled
-from servekit.observe.payloads.record import REDACTED, InferenceRecord, decode
+from servekit.observe.payloads.record import REDACTED, InferenceRecord, capture, decode
 from servekit.observe.payloads.service import PayloadLog
 from servekit.observe.payloads.store import LogQuery
-from servekit.types.tensors import Tensor
+from servekit.types.tensors import Tensor, from_raw
 
 TIMEOUT = 10.0
 T0 = float(int(time.time()) - 3600)
@@ -514,3 +514,24 @@ def test_feedback_before_its_prediction_is_stored_joins_when_it_lands(
     assert store.labelled("iris", since=labelled.feedback_time + 1) == []
     (row,) = stored(log)
     assert row["truth"] == 2 and row["reward"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("datatype", "array"),
+    [
+        ("FP32", np.array([[1.5, -2.0]], dtype=np.float32)),  # as declared: copied as is
+        ("FP32", np.array([[1.5, -2.0]], dtype=np.float64)),  # converted to the datatype
+        ("FP32", np.array([[1.5, -2.0]], dtype=">f4")),  # big-endian: converted
+        ("INT64", np.arange(6, dtype=np.int64).reshape(2, 3).T),  # not contiguous
+        ("BOOL", np.array([True, False, True])),
+        ("BYTES", np.array([b"ab", "c\u00e9"], dtype=object)),  # never the object pointers
+    ],
+)
+def test_captured_tensors_decode_to_what_was_served(datatype: str, array: np.ndarray) -> None:
+    (captured,) = capture([Tensor("x", datatype, array)], frozenset(), 1 << 20)
+    decoded = from_raw("x", datatype, tuple(captured.shape), captured.data)
+    if datatype == "BYTES":
+        assert [bytes(v) for v in decoded.reshape(-1)] == [b"ab", "c\u00e9".encode()]
+    else:
+        assert np.array_equal(decoded, array.astype(decoded.dtype))
+        assert decoded.dtype.byteorder in "<=|"
