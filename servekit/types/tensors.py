@@ -244,7 +244,10 @@ def to_raw(array: np.ndarray, datatype: str) -> bytes:
             parts.append(struct.pack("<I", len(encoded)))
             parts.append(encoded)
         return b"".join(parts)
-    return np.ascontiguousarray(array, dtype=NUMPY_DTYPES[datatype]).tobytes()
+    dtype = NUMPY_DTYPES[datatype]
+    if array.dtype == dtype:  # the common case: tobytes() already writes row-major order
+        return array.tobytes()
+    return np.ascontiguousarray(array, dtype=dtype).tobytes()
 
 
 def _as_bytes(item: Any) -> bytes:

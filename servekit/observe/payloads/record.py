@@ -91,11 +91,7 @@ def capture(
         elif tensor.datatype != "BYTES" and tensor.data.nbytes > max_bytes:
             state = "truncated"  # known without copying it
         else:
-            data = tensor.data
-            if tensor.datatype != "BYTES" and data.dtype == NUMPY_DTYPES.get(tensor.datatype):
-                raw = data.tobytes()  # the common case: no conversion to check for
-            else:
-                raw = to_raw(data, tensor.datatype)
+            raw = to_raw(tensor.data, tensor.datatype)
             if len(raw) > max_bytes:
                 raw, state = b"", "truncated"
         shape = list(tensor.data.shape)
