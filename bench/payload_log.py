@@ -1,6 +1,7 @@
-"""What the payload log costs: servekit on the tiny model, V2 REST JSON, logging off vs on.
+"""What the payload log costs: servekit on the tiny (or medium) model, V2 REST JSON, off vs on.
 
     python bench/payload_log.py [--duration S] [--concurrency 1,32] [--rounds 2] [--configs C]
+                                [--model tiny|medium]
 
 Run it with a Python that has servekit installed (the CloudEvents receiver runs under it). Four
 configurations, each a fresh server with a fresh payload directory: off, the embedded store only
@@ -47,6 +48,7 @@ CONFIGS = {  # key: (label, sink content mode or None, payload log enabled)
     "batch": ("store + HTTP sink, batch mode", "batch", True),
     "binary": ("store + HTTP sink, binary mode (1 POST/event)", "binary", True),
 }
+MODELS = {"tiny": "tiny (iris logistic regression)", "medium": "medium (2x256 MLP, 32 features)"}
 _SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
 
 
@@ -123,8 +125,8 @@ def one_config(config: str, artifacts: dict[str, Path], pythonpath: list[str], a
     pids = lambda: running.pids() + ([receiver.process.pid] if receiver else [])  # noqa: E731
     points: dict[int, dict[str, Any]] = {}
     try:
-        body = v2_body(run.sample("tiny"))
-        url = running.url("rest", "tiny")
+        body = v2_body(run.sample(args.model))
+        url = running.url("rest", args.model)
         running.wait_ready([(url, body)])
         script = loadgen.wrk_script(body, workdir)
         loadgen.run_wrk(url, script, max(args.concurrency), max(args.warmup, 1.0))
@@ -217,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=1, help="extra runs of a disturbed point")
     parser.add_argument("--servekit-src", choices=("head", "worktree"), default="head")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="off is always run")
+    parser.add_argument(
+        "--model", choices=("tiny", "medium"), default="tiny", help="tiny: iris logistic "
+        "regression; medium: a 2x256 MLP classifier on 32 features"
+    )  # fmt: skip
     args = parser.parse_args(argv)
     configs = ["off", *(c for c in run._csv(args.configs) if c != "off")]
     if unknown := set(configs) - set(CONFIGS):
@@ -224,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     args.concurrency = [int(c) for c in run._csv(args.concurrency)]
     if error := envs.ensure(["servekit"])["servekit"]:
         raise SystemExit(f"servekit environment: {error}")
-    artifacts = {"tiny": run.train_models(["tiny"])["tiny"]}
+    artifacts = run.train_models([args.model])
     pythonpath, revision = run.servekit_source(args.servekit_src)
     started, m = time.time(), report.machine_description()
     runs: dict[str, list[dict]] = {config: [] for config in configs}
@@ -244,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         f"## Payload log overhead, {time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(started))}"
         f" on {m['host']}", "",
-        f"`{command}` — servekit {args.servekit_src} {revision}, tiny model (iris logistic "
-        f"regression), V2 REST JSON via wrk; {args.duration:g} s per point, {args.rounds} "
+        f"`{command}` — servekit {args.servekit_src} {revision}, {MODELS[args.model]} model, "
+        "V2 REST JSON via wrk; {args.duration:g} s per point, {args.rounds} "
         f"interleaved round(s) (median kept; events summed, backlog the worst round); took "
         f"{time.time() - started:.0f} s.", "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, Linux {m['kernel']}, "
@@ -265,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         *table, "",
     ])  # fmt: skip
     print("\n" + text)
-    path = report.RESULTS / f"{time.strftime('%Y-%m-%d', time.localtime(started))}-payload-log.md"
+    suffix = "" if args.model == "tiny" else f"-{args.model}"
+    day = time.strftime("%Y-%m-%d", time.localtime(started))
+    path = report.RESULTS / f"{day}-payload-log{suffix}.md"
     path.write_text(text)
     raw = {"command": command, "machine": m, "revision": revision, "runs": runs}
     path.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
