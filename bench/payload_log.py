@@ -220,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servekit-src", choices=("head", "worktree"), default="head")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="off is always run")
     parser.add_argument(
-        "--model", choices=("tiny", "medium"), default="tiny", help="tiny: iris logistic "
-        "regression; medium: a 2x256 MLP classifier on 32 features"
+        "--model", choices=tuple(MODELS), default="tiny", help="; ".join(MODELS.values())
     )  # fmt: skip
     args = parser.parse_args(argv)
     configs = ["off", *(c for c in run._csv(args.configs) if c != "off")]
@@ -251,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         f"## Payload log overhead, {time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(started))}"
         f" on {m['host']}", "",
         f"`{command}` — servekit {args.servekit_src} {revision}, {MODELS[args.model]} model, "
-        "V2 REST JSON via wrk; {args.duration:g} s per point, {args.rounds} "
+        f"V2 REST JSON via wrk; {args.duration:g} s per point, {args.rounds} "
         f"interleaved round(s) (median kept; events summed, backlog the worst round); took "
         f"{time.time() - started:.0f} s.", "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, Linux {m['kernel']}, "

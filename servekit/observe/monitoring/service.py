@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry
 
+from servekit.core.executor import INLINE_BUDGET_SECONDS
 from servekit.core.registry import ModelHandle, ModelRegistry
 from servekit.errors import NotFound, Unavailable
 from servekit.observe.monitoring.alerts import AlertNotifier
@@ -499,13 +500,9 @@ class MonitorService:
         return state
 
 
-INLINE_ON_LOOP_SECONDS = 0.0002
-"""Inline detectors scoring one row faster than this run on the event loop (no thread hop)."""
-
-
 def _cheap_inline(monitor: ModelMonitor) -> bool:
-    """Time the inline detectors on one reference row (best of five, as the loader does for
-    predict): a thread hop costs more than a fast score."""
+    """Time the inline detectors on one reference row (best of five) against the loader's
+    budget for running predict on the event loop: a thread hop costs more than a fast score."""
     if not monitor.inline:
         return False
     row = np.asarray(monitor.reference.features[:1], dtype=np.float64)
@@ -514,7 +511,7 @@ def _cheap_inline(monitor: ModelMonitor) -> bool:
         started = time.perf_counter()
         score_rows(monitor.inline, row)
         best = min(best, time.perf_counter() - started)
-    return best < INLINE_ON_LOOP_SECONDS
+    return best < INLINE_BUDGET_SECONDS
 
 
 def _config_of(handle: ModelHandle | None) -> MonitoringConfig | None:
