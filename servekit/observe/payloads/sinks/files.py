@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import orjson
 
-from servekit.observe.payloads.cloudevents import dumps, event_dicts
+from servekit.observe.payloads.cloudevents import event_lines
 from servekit.observe.payloads.config import FileSinkConfig
 from servekit.observe.payloads.record import InferenceRecord
 from servekit.observe.payloads.sinks import sink_name
@@ -57,7 +57,7 @@ class FileSink:
             or time.monotonic() - self._started >= self.options.rotate_seconds
         ):
             self._finish()
-        lines = [dumps(d) + b"\n" for r in records for d in event_dicts(r, self.options.mode)]
+        lines = [e + b"\n" for r in records for e in event_lines(r, self.options.mode)]
         if not lines:
             return
         if self._file is None:
