@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry
@@ -40,7 +39,7 @@ from servekit.observe.monitoring.outbox import Delivery, Outbox
 from servekit.observe.monitoring.process import DetectorProcess, Reply
 from servekit.observe.monitoring.store import ResultStore, result_dict
 from servekit.observe.payloads.config import HTTPSinkConfig, PayloadLogSettings, SinkOptions
-from servekit.observe.payloads.record import InferenceRecord, TensorRecord
+from servekit.observe.payloads.record import InferenceRecord, decode, decode_routing
 from servekit.types.inference import InferenceResponse
 from servekit.types.tensors import NUMPY_DTYPES
 
@@ -59,29 +58,6 @@ _HOST = socket.gethostname()
 
 class MonitorNotReady(Exception):
     """A monitored model's detectors are still being fitted: the journal keeps its events."""
-
-
-class _Observed(msgspec.Struct):
-    """The fields of a journal record the monitors read (msgspec skips the others)."""
-
-    id: str
-    model: str
-    time: float
-    status: str = "ok"
-    inputs: list[TensorRecord] | None = None
-    outputs: list[TensorRecord] | None = None
-
-
-class _Routing(msgspec.Struct):
-    """Just enough of a record to skip it: most models are not monitored, and decoding their
-    tensors only to drop them cost the server's core as much as the payload store did."""
-
-    model: str
-    status: str = "ok"
-
-
-_decoder = msgspec.msgpack.Decoder(_Observed)
-_routing_decoder = msgspec.msgpack.Decoder(_Routing)
 
 
 class _Prepared:
@@ -256,13 +232,13 @@ class MonitorService:
         monitored: dict[str, bool] = {}
         wanted = []
         for payload in payloads:
-            routing = _routing_decoder.decode(payload)
+            routing = decode_routing(payload)
             if routing.status != "ok":
                 continue
             if (keep := monitored.get(routing.model)) is None:
                 keep = monitored[routing.model] = self._monitored(routing.model)
             if keep:
-                wanted.append(_decoder.decode(payload))
+                wanted.append(decode(payload))
         self._check_ready({r.model for r in wanted})
         for start in range(0, len(wanted), CHUNK):
             time.sleep(0)  # let the event loop have the GIL between chunks: no latency spike
@@ -270,11 +246,11 @@ class MonitorService:
         if len(payloads) < BATCH_SIZE:  # caught up: let the next batch grow
             self._stopping.wait(self._pace_seconds - (time.monotonic() - started))
 
-    def deliver(self, records: Sequence[InferenceRecord | _Observed]) -> None:
+    def deliver(self, records: Sequence[InferenceRecord]) -> None:
         if not self._watching.is_set():
             raise MonitorNotReady("the models are loading")
         self._check_ready({r.model for r in records})
-        by_model: dict[str, list[InferenceRecord | _Observed]] = {}
+        by_model: dict[str, list[InferenceRecord]] = {}
         for record in records:
             prepared = self._models.get(record.model)
             if record.status == "ok" and prepared is not None and prepared.monitor is not None:
@@ -329,7 +305,7 @@ class MonitorService:
         self,
         prepared: _Prepared,
         outcome: Outcome,
-        records: Sequence[InferenceRecord | _Observed],
+        records: Sequence[InferenceRecord],
     ) -> None:
         monitor = prepared.monitor
         assert monitor is not None and self.store is not None

@@ -26,18 +26,26 @@ class TensorRecord(msgspec.Struct, array_like=True, omit_defaults=True):
     """'' when ``data`` holds the tensor, 'redacted' or 'truncated' when it was left out."""
 
 
-class InferenceRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
+class InferenceRecord(msgspec.Struct, array_like=True, kw_only=True):
+    """One inference, written as a msgpack array in this field order (the journal's format 2).
+
+    The fields the store indexes and the sinks route on come first, so a reader that needs
+    only those decodes a prefix (``Routing``, ``IndexedFields``). New fields go at the end:
+    a shorter array from an older server decodes with their defaults. Format 1 was a map,
+    still read by ``decode`` (spools and stores written before the change).
+    """
+
     id: str
     model: str
     version: str
+    time: float
+    """Unix time the request arrived."""
+    status: str = "ok"
+    """'ok', or the error code's name (invalid_argument, not_found, unavailable, internal...)."""
     service: str
     variant: str = "default"
     protocol: str
-    time: float
-    """Unix time the request arrived."""
     latency_ms: float
-    status: str = "ok"
-    """'ok', or the error code's name (invalid_argument, not_found, unavailable, internal...)."""
     http_status: int = 200
     error: str | None = None
     inputs: list[TensorRecord] | None = None
@@ -49,7 +57,17 @@ class InferenceRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
         return self.time + self.latency_ms / 1000.0
 
 
-class IndexedFields(msgspec.Struct, kw_only=True):
+class Routing(msgspec.Struct, array_like=True):
+    """The leading fields of a record: enough to skip it without decoding its tensors."""
+
+    id: str
+    model: str
+    version: str
+    time: float
+    status: str = "ok"
+
+
+class IndexedFields(msgspec.Struct, array_like=True):
     """The fields the embedded store indexes: decoding only these skips building the rest."""
 
     id: str
@@ -57,23 +75,82 @@ class IndexedFields(msgspec.Struct, kw_only=True):
     version: str
     time: float
     status: str = "ok"
+    service: str = ""
+    variant: str = ""
+    protocol: str = ""
+    latency_ms: float = 0.0
+    http_status: int = 0
+    error: str | None = None
+    inputs: msgspec.Raw = msgspec.Raw()
+    """Left undecoded (a view of its bytes)."""
     outputs: list[TensorRecord] | None = None
 
 
+class _MapRecord(msgspec.Struct, kw_only=True):
+    """Format 1 (a msgpack map), as written before 2026-12: read, never written."""
+
+    id: str
+    model: str
+    version: str
+    service: str
+    variant: str = "default"
+    protocol: str
+    time: float
+    latency_ms: float
+    status: str = "ok"
+    http_status: int = 200
+    error: str | None = None
+    inputs: list[TensorRecord] | None = None
+    outputs: list[TensorRecord] | None = None
+    parameters: dict[str, Any] = {}
+
+
+_FIELDS = tuple(f.name for f in msgspec.structs.fields(InferenceRecord))
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(InferenceRecord)
+_routing_decoder = msgspec.msgpack.Decoder(Routing)
 _indexed_decoder = msgspec.msgpack.Decoder(IndexedFields)
+_map_decoder = msgspec.msgpack.Decoder(_MapRecord)
 
 
 def encode(record: InferenceRecord) -> bytes:
     return _encoder.encode(record)
 
 
+def encode_fields(*fields: Any) -> bytes:
+    """A record from its fields in ``InferenceRecord``'s order, tensors as
+    ``(name, datatype, shape, data, state)`` tuples: what the hot path writes, without
+    building the structs (the same bytes as ``encode``)."""
+    return _encoder.encode(fields)
+
+
+def _is_map(payload: bytes | memoryview) -> bool:
+    first = payload[0]
+    return 0x80 <= first <= 0x8F or first in (0xDE, 0xDF)
+
+
+def _from_map(payload: bytes | memoryview) -> InferenceRecord:
+    old = _map_decoder.decode(payload)
+    return InferenceRecord(**{name: getattr(old, name) for name in _FIELDS})
+
+
 def decode(payload: bytes | memoryview) -> InferenceRecord:
+    if _is_map(payload):
+        return _from_map(payload)
     return _decoder.decode(payload)
 
 
+def decode_routing(payload: bytes | memoryview) -> Routing:
+    if _is_map(payload):
+        r = _from_map(payload)
+        return Routing(r.id, r.model, r.version, r.time, r.status)
+    return _routing_decoder.decode(payload)
+
+
 def decode_indexed(payload: bytes | memoryview) -> IndexedFields:
+    if _is_map(payload):
+        r = _from_map(payload)
+        return IndexedFields(r.id, r.model, r.version, r.time, r.status, outputs=r.outputs)
     return _indexed_decoder.decode(payload)
 
 
@@ -81,21 +158,34 @@ def capture(
     tensors: list[Tensor] | None, redact: frozenset[str], max_bytes: int
 ) -> list[TensorRecord] | None:
     """Raw copies of ``tensors``, leaving out redacted names and tensors over ``max_bytes``."""
+    raw = capture_raw(tensors, redact, max_bytes)
+    if raw is None:
+        return None
+    return [
+        TensorRecord(n, datatype, list(shape), data, state)
+        for n, datatype, shape, data, state in raw
+    ]
+
+
+def capture_raw(
+    tensors: list[Tensor] | None, redact: frozenset[str], max_bytes: int
+) -> list[tuple] | None:
+    """``capture`` as ``TensorRecord``-ordered tuples, for ``encode_fields`` on the hot path."""
     if tensors is None:
         return None
     captured = []
     for tensor in tensors:
-        raw, state = b"", ""
+        data = tensor.data
         if tensor.name in redact:
-            state = "redacted"
-        elif tensor.datatype != "BYTES" and tensor.data.nbytes > max_bytes:
-            state = "truncated"  # known without copying it
+            captured.append((tensor.name, tensor.datatype, data.shape, b"", "redacted"))
+        elif tensor.datatype != "BYTES" and data.nbytes > max_bytes:
+            captured.append((tensor.name, tensor.datatype, data.shape, b"", "truncated"))
         else:
-            raw = to_raw(tensor.data, tensor.datatype)
+            raw = to_raw(data, tensor.datatype)
             if len(raw) > max_bytes:
-                raw, state = b"", "truncated"
-        shape = list(tensor.data.shape)
-        captured.append(TensorRecord(tensor.name, tensor.datatype, shape, raw, state))
+                captured.append((tensor.name, tensor.datatype, data.shape, b"", "truncated"))
+            else:
+                captured.append((tensor.name, tensor.datatype, data.shape, raw, ""))
     return captured
 
 
@@ -167,11 +257,15 @@ def first_values(tensors: list[TensorRecord] | None, limit: int = 1024) -> list[
 __all__ = [
     "IndexedFields",
     "InferenceRecord",
+    "Routing",
     "TensorRecord",
     "capture",
+    "capture_raw",
     "decode",
     "decode_indexed",
+    "decode_routing",
     "encode",
+    "encode_fields",
     "first_values",
     "redact_parameters",
     "request_json",

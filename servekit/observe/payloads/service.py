@@ -1,9 +1,9 @@
 """The payload log as one object: spool, sinks and the hand-off the DataPlane calls.
 
 ``record()`` runs on the event loop for every inference. It copies the tensors' bytes, encodes
-them with msgpack and appends them to the journal before the response is sent (about ten
-microseconds for a small request); everything slower (JSON, CloudEvents, SQL, HTTP) happens in
-the sink threads.
+them with the other fields as one msgpack array (no structs built) and appends that to the
+journal before the response is sent; everything slower (JSON, CloudEvents, SQL, HTTP) happens
+in the sink threads.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from servekit.observe.payloads.config import ModelPayloadLog, PayloadLogSettings
 from servekit.observe.payloads.delivery import SinkWorker, sampled
 from servekit.observe.payloads.journal import Journal, JournalFull
 from servekit.observe.payloads.metrics import PayloadMetrics
-from servekit.observe.payloads.record import InferenceRecord, capture, encode, redact_parameters
+from servekit.observe.payloads.record import capture_raw, encode_fields, redact_parameters
 from servekit.observe.payloads.sinks import Sink, build_sink, unique_names
 from servekit.observe.payloads.sinks.store import StoreSink
 from servekit.observe.payloads.store import PayloadStore
@@ -171,24 +171,12 @@ class PayloadLog:
         if not sampled(event_id, rate):
             return
         limit = self.settings.max_payload_bytes
-        record = InferenceRecord(
-            id=event_id,
-            model=model,
-            version=version,
-            service=service or model,
-            variant=variant or "default",
-            protocol=protocol,
-            time=started,
-            latency_ms=latency_ms,
-            status=status,
-            http_status=http_status,
-            error=error,
-            inputs=capture(inputs, redact, limit),
-            outputs=capture(outputs, redact, limit),
-            parameters=redact_parameters(parameters, redact),
-        )
+        payload = encode_fields(
+            event_id, model, version, started, status, service or model, variant or "default",
+            protocol, latency_ms, http_status, error, capture_raw(inputs, redact, limit),
+            capture_raw(outputs, redact, limit), redact_parameters(parameters, redact),
+        )  # fmt: skip
         assert self._journal is not None
-        payload = encode(record)
         try:
             self._journal.append(payload)
         except JournalFull:
