@@ -182,8 +182,16 @@ def test_seldon_feedback_shape_and_rewards(server: ServerProcess) -> None:
     assert stored[0]["truth"] == [0, 0] and stored[0]["reward"] == 1.0
     reward_only = infer(server, "iris", features[:1], "2").headers["x-request-id"]
     assert feedback(server, "iris", {"id": reward_only, "reward": 0.0}).status_code == 200
-    rewards = httpx.get(f"{server.http_url}/v2/models/iris/performance").json()
-    assert rewards["windows"]["all"]["2"]["reward"]["count"] >= 2
+    # figures join feedback to stored predictions: the second one is there within the store's
+    # linger (0.5 s by default)
+    deadline = time.monotonic() + 20
+    while True:
+        rewards = httpx.get(f"{server.http_url}/v2/models/iris/performance").json()
+        count = rewards["windows"]["all"]["2"]["reward"]["count"]
+        if count >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert count == 2
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,8 @@ DEFAULTS = {
             "retention_bytes": 1024**3,
             "sample_rate": 1.0,
             "mode": "all",
+            "batch_size": 4096,
+            "linger_seconds": 0.5,
         },
         "sinks": [],
         "spool_max_bytes": 2 * 1024**3,

@@ -32,6 +32,12 @@ class SinkOptions(_Strict):
     )
     models: list[str] | None = Field(default=None, description="Only these models (default all).")
     batch_size: int = Field(default=256, gt=0, description="Most events per delivery.")
+    linger_seconds: float = Field(
+        default=0.05,
+        ge=0,
+        description="After a delivery that was not full, wait this long before reading again: "
+        "larger batches cost less per event, for this much more delivery delay.",
+    )
 
 
 class HTTPSinkConfig(SinkOptions):
@@ -79,6 +85,15 @@ class StoreConfig(_Strict):
     )
     sample_rate: float = Field(default=1.0, ge=0, le=1)
     mode: Mode = "all"
+    batch_size: int = Field(default=4096, gt=0, description="Most events per transaction.")
+    linger_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        description="Wait between transactions that were not full. Each transaction costs the "
+        "server's core a fixed amount, so under load fewer, larger ones are cheaper per event "
+        "(measured here: about 5 µs less per inference than at 0.05 s); events reach "
+        "``/v2/logs`` this much later (feedback joins them before that).",
+    )
 
 
 class PayloadLogSettings(_Strict):

@@ -22,9 +22,9 @@ from servekit.observe.payloads.sinks.base import RejectedEvents, Sink
 logger = logging.getLogger("servekit.payloads")
 
 IDLE_POLL_SECONDS = 0.02
-LINGER_SECONDS = 0.05
-"""After a batch that was not full, wait this long before reading again: bigger batches cost
-less per event (one transaction, one POST, one cursor commit) for 50 ms more delivery delay."""
+BATCH_BYTES = 8 * 1024 * 1024
+"""Most bytes of records read for one delivery (at least one record), whatever the sink's
+batch size: a batch of large payloads stays bounded in memory."""
 FIRST_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 5.0
 
@@ -67,7 +67,7 @@ class SinkWorker(threading.Thread):
                 if self._wants_none is not None and self._wants_none():
                     self._skip_to_end()
                     continue
-                batch = self._reader.read(self.sink.options.batch_size)
+                batch = self._reader.read(self.sink.options.batch_size, BATCH_BYTES)
                 self._in_memory = len(batch)
                 if not batch:
                     self._stop_requested.wait(IDLE_POLL_SECONDS)
@@ -83,7 +83,9 @@ class SinkWorker(threading.Thread):
                 self._journal.commit(name, batch[-1][0] + 1)
                 self._in_memory = 0
                 if len(batch) < self.sink.options.batch_size:
-                    self._stop_requested.wait(LINGER_SECONDS)
+                    # Not full: bigger batches cost less per event (one transaction, one POST,
+                    # one cursor commit), for this much more delivery delay.
+                    self._stop_requested.wait(self.sink.options.linger_seconds)
                 self._metrics.spool_bytes.set(self._journal.size)
             self._sync_dropped()
         finally:

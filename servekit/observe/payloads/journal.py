@@ -271,11 +271,14 @@ class JournalReader:
         self._next = self._journal.cursor(self._name)
         self._journal._read[self._name] = self._next
 
-    def read(self, max_records: int) -> list[tuple[int, bytes]]:
+    def read(self, max_records: int, max_bytes: int | None = None) -> list[tuple[int, bytes]]:
+        """The next records (at most ``max_records``; once ``max_bytes`` is reached no more,
+        but always one when there is one)."""
         if self._next < self._journal.cursor(self._name):
             self.rewind()  # the journal dropped records under us
         out: list[tuple[int, bytes]] = []
-        while len(out) < max_records and self._next < self._journal.end:
+        budget = max_bytes if max_bytes is not None else -1
+        while len(out) < max_records and self._next < self._journal.end and budget != 0:
             if self._map is None and not self._open():
                 break
             record = _record_at(self._map, self._position)  # type: ignore[arg-type]
@@ -286,6 +289,8 @@ class JournalReader:
                     continue
                 break
             out.append((self._next, record))
+            if budget > 0:
+                budget = max(budget - len(record), 0)
             self._position += _FRAME.size + len(record)
             self._next += 1
         journal = self._journal

@@ -109,7 +109,10 @@ def test_offsets_size_and_frames(open_journal, tmp_path: Path) -> None:
     journal.register("a")
     reader = open_journal.reader(journal, "a")
     assert reader.read(2) == [(0, payload(0)), (1, payload(1))]
-    assert reader.read(100) == [(2, payload(2)), (3, payload(3)), (4, payload(4)), (5, b"x")]
+    # a byte budget stops the batch once reached, but never before the first record
+    assert reader.read(100, max_bytes=14) == [(2, payload(2)), (3, payload(3))]
+    assert reader.read(100, max_bytes=1) == [(4, payload(4))]
+    assert reader.read(100) == [(5, b"x")]
     assert reader.read(100) == []
     reader.close()
 

@@ -17,7 +17,13 @@ class StoreSink:
     def __init__(self, store: PayloadStore, config: StoreConfig) -> None:
         self._store = store
         self._config = config
-        self.options = SinkOptions(name="store", mode=config.mode, sample_rate=config.sample_rate)
+        self.options = SinkOptions(
+            name="store",
+            mode=config.mode,
+            sample_rate=config.sample_rate,
+            batch_size=config.batch_size,
+            linger_seconds=config.linger_seconds,
+        )
         self._next_retention = 0.0
 
     def open(self) -> None:
