@@ -185,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="a fresh pair per round")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds per server")
     parser.add_argument("--drain", type=float, default=60.0, help="max wait for sinks, s")
-    parser.add_argument("--servekit-src", choices=("head", "worktree"), default="head")
+    parser.add_argument(
+        "--servekit-src", default="head", help="head, worktree or a git revision to measure"
+    )
     parser.add_argument("--configs", default="store,batch", help="each against 'off'")
     parser.add_argument("--model", choices=tuple(MODELS), default="tiny")
     args = parser.parse_args(argv)

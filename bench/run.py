@@ -90,16 +90,21 @@ def servekit_source(choice: str) -> tuple[list[str], str]:
     """PYTHONPATH for servekit servers and the revision measured.
 
     The servekit venv has an editable install of the working tree, which others may be editing;
-    by default a snapshot of HEAD (``git archive``) goes first on PYTHONPATH instead.
+    by default a snapshot of HEAD (``git archive``) goes first on PYTHONPATH instead. Any other
+    ``choice`` is a git revision, snapshotted the same way (to measure an older commit).
     """
     if choice == "worktree":
         return [], report.git_revision(dirty=True)
-    revision = report.git_revision(dirty=False)
+    commit = "HEAD" if choice == "head" else choice
+    revision = subprocess.run(
+        ["git", "-C", str(envs.REPO), "rev-parse", "--short=12", commit],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
     target = WORK / "servekit-src" / revision
     if not (target / "servekit").is_dir():
         target.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(
-            ["git", "-C", str(envs.REPO), "archive", "HEAD", "servekit"],
+            ["git", "-C", str(envs.REPO), "archive", revision, "servekit"],
             capture_output=True,
             check=True,
         )
