@@ -22,6 +22,9 @@ from servekit.observe.payloads.sinks.base import RejectedEvents, Sink
 logger = logging.getLogger("servekit.payloads")
 
 IDLE_POLL_SECONDS = 0.02
+SKIP_POLL_SECONDS = 0.5
+"""How often a consumer that wants none of the records moves its cursor to the end: often
+enough to free the spool's segments, rarely enough to cost nothing per inference."""
 BATCH_BYTES = 8 * 1024 * 1024
 """Most bytes of records read for one delivery (at least one record), whatever the sink's
 batch size: a batch of large payloads stays bounded in memory."""
@@ -97,7 +100,7 @@ class SinkWorker(threading.Thread):
         if end > self._journal.cursor(self.sink.name):
             self._journal.commit(self.sink.name, end)
             self._reader.rewind()
-        self._stop_requested.wait(IDLE_POLL_SECONDS)
+        self._stop_requested.wait(SKIP_POLL_SECONDS)
 
     def _wanted(self, record: InferenceRecord) -> bool:
         if self._models is not None and record.model not in self._models:

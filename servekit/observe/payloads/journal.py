@@ -136,11 +136,11 @@ class Journal:
                 )
             segment = self._segments[-1]  # _make_room may have rotated
             position = segment.size
-            # One copy, under the GIL: another thread never sees half of it, and a reader after
-            # a crash checks the CRC.
-            self._map[position : position + needed] = (
-                _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
-            )
+            # The payload, then its header: a reader (in another thread, or after a crash) that
+            # finds a zero length has not got a whole record yet, and checks the CRC anyway.
+            start = position + _FRAME.size
+            self._map[start : start + len(payload)] = payload
+            _FRAME.pack_into(self._map, position, len(payload), zlib.crc32(payload))
             if self.fsync:
                 self._map.flush()
             segment.size += needed

@@ -168,13 +168,15 @@ class PayloadLog:
                 rate = policy.sample_rate
             if policy.redact:
                 redact = redact | frozenset(policy.redact)
-        if not sampled(event_id, rate):
+        if rate < 1.0 and not sampled(event_id, rate):
             return
+        if redact:
+            parameters = redact_parameters(parameters, redact)
         limit = self.settings.max_payload_bytes
         payload = encode_fields(
             event_id, model, version, started, status, service or model, variant or "default",
             protocol, latency_ms, http_status, error, capture_raw(inputs, redact, limit),
-            capture_raw(outputs, redact, limit), redact_parameters(parameters, redact),
+            capture_raw(outputs, redact, limit), parameters,
         )  # fmt: skip
         assert self._journal is not None
         try:
