@@ -18,7 +18,6 @@ bench/results/<date>-payload-ab[-medium].md (+ .json).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -230,13 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         *table, "",
     ])  # fmt: skip
     print("\n" + text)
-    suffix = "" if args.model == "tiny" else f"-{args.model}"
-    day = time.strftime("%Y-%m-%d", time.localtime(started))
-    path = report.RESULTS / f"{day}-payload-ab{suffix}.md"
-    path.write_text(text)
     raw = {"command": command, "machine": m, "revision": revision, "runs": runs}
-    path.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
-    print(f"results: {path} (+ .json with every round)")
+    report.write_named("payload-ab", args.model, started, text, raw)
     return 0
 
 

@@ -18,7 +18,6 @@ defaults. Results: bench/results/<date>-payload-log.md (+ .json).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shlex
@@ -270,13 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         *table, "",
     ])  # fmt: skip
     print("\n" + text)
-    suffix = "" if args.model == "tiny" else f"-{args.model}"
-    day = time.strftime("%Y-%m-%d", time.localtime(started))
-    path = report.RESULTS / f"{day}-payload-log{suffix}.md"
-    path.write_text(text)
     raw = {"command": command, "machine": m, "revision": revision, "runs": runs}
-    path.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
-    print(f"results: {path} (+ .json with every round)")
+    report.write_named("payload-log", args.model, started, text, raw)
     return 0
 
 

@@ -8,6 +8,7 @@ import platform
 import re
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,17 @@ def machine_description() -> dict[str, Any]:
         "loadavg_start": loadavg(),
         "versions": versions,
     }
+
+
+def write_named(stem: str, model: str, started: float, text: str, raw: dict[str, Any]) -> Path:
+    """``results/<day>-<stem>[-<model>].md`` and its ``.json`` (the tiny model has no suffix)."""
+    suffix = "" if model == "tiny" else f"-{model}"
+    day = time.strftime("%Y-%m-%d", time.localtime(started))
+    path = RESULTS / f"{day}-{stem}{suffix}.md"
+    path.write_text(text)
+    path.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
+    print(f"results: {path} (+ .json with every round)")
+    return path
 
 
 def _short(error: str, limit: int = 140) -> str:

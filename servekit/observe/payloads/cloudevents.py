@@ -58,18 +58,20 @@ def event_lines(record: InferenceRecord, mode: str = "all") -> list[bytes]:
     event_id = dumps(record.id)
     latency = b'"%.3f"' % record.latency_ms
     if mode != "response":
-        head = _head(record, REQUEST_TYPE)
-        when = dumps(datetime.fromtimestamp(record.time, UTC))
         data = dumps(request_json(record, arrays=True))
-        lines.append(b"".join((b'{"id":', event_id, b',"time":', when, b',"latencyms":',
-                               latency, head, b',"data":', data, b"}")))  # fmt: skip
+        lines.append(_line(record, REQUEST_TYPE, record.time, event_id, latency, data))
     if mode != "request":
-        head = _head(record, RESPONSE_TYPE)
-        when = dumps(datetime.fromtimestamp(record.response_time, UTC))
         data = dumps(response_json(record, arrays=True))
-        lines.append(b"".join((b'{"id":', event_id, b',"time":', when, b',"latencyms":',
-                               latency, head, b',"data":', data, b"}")))  # fmt: skip
+        lines.append(_line(record, RESPONSE_TYPE, record.response_time, event_id, latency, data))
     return lines
+
+
+def _line(
+    record: InferenceRecord, kind: str, at: float, event_id: bytes, latency: bytes, data: bytes
+) -> bytes:
+    when = dumps(datetime.fromtimestamp(at, UTC))
+    return b"".join((b'{"id":', event_id, b',"time":', when, b',"latencyms":', latency,
+                     _head(record, kind), b',"data":', data, b"}"))  # fmt: skip
 
 
 def _halves(record: InferenceRecord, mode: str) -> list[tuple[dict, dict]]:
