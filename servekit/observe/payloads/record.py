@@ -195,6 +195,14 @@ def redact_parameters(parameters: dict[str, Any], redact: frozenset[str]) -> dic
     return {k: (REDACTED if k in redact else v) for k, v in parameters.items()}
 
 
+_NATIVE_FORMATS = {
+    "BOOL": "?", "UINT8": "B", "UINT16": "H", "UINT32": "I", "UINT64": "Q", "INT8": "b",
+    "INT16": "h", "INT32": "i", "INT64": "q", "FP32": "f", "FP64": "d",
+}  # fmt: skip
+"""``memoryview.cast`` formats of the datatypes whose raw bytes (numpy's native layout) it reads
+as they are; FP16 and BYTES go through numpy."""
+
+
 def values(tensor: TensorRecord, arrays: bool = False) -> Any:
     """The tensor's flat values, or None when left out: a list, or with ``arrays`` a numpy
     view for ``orjson.OPT_SERIALIZE_NUMPY`` (no Python object per element)."""
@@ -203,6 +211,8 @@ def values(tensor: TensorRecord, arrays: bool = False) -> Any:
     if tensor.datatype == "BYTES":
         array = from_raw(tensor.name, "BYTES", tensor.shape, tensor.data)
         return to_json_data(array, "BYTES")
+    if not arrays and (code := _NATIVE_FORMATS.get(tensor.datatype)) is not None:
+        return memoryview(tensor.data).cast(code).tolist()  # what numpy gives, a third the cost
     flat = np.frombuffer(tensor.data, NUMPY_DTYPES[tensor.datatype])
     if not arrays:
         return flat.tolist()

@@ -114,3 +114,20 @@ def test_records_written_as_maps_are_still_read(tmp_path: Path) -> None:
         assert store.query(LogQuery(prediction="2"))[0]["id"] == "req-1"
     finally:
         store.close()
+
+
+def test_values_read_every_datatype_as_numpy_does() -> None:
+    arrays = {
+        "BOOL": np.array([True, False]), "UINT8": np.array([0, 255], np.uint8),
+        "UINT16": np.array([1, 65535], np.uint16), "UINT32": np.array([7, 2**32 - 1], np.uint32),
+        "UINT64": np.array([9, 2**64 - 1], np.uint64), "INT8": np.array([-128, 5], np.int8),
+        "INT16": np.array([-3, 300], np.int16), "INT32": np.array([-2**31, 8], np.int32),
+        "INT64": np.array([-2**63, 2**40], np.int64),
+        "FP16": np.array([0.5, -2.25], np.float16), "FP32": np.array([0.1, -3.5], np.float32),
+        "FP64": np.array([0.1, 1e300]),
+    }  # fmt: skip
+    for datatype, array in arrays.items():
+        tensor = TensorRecord("t", datatype, [2], array.tobytes())
+        found = records.values(tensor)
+        assert found == array.tolist(), datatype
+        assert [type(v) for v in found] == [type(v) for v in array.tolist()], datatype
