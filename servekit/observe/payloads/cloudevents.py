@@ -43,11 +43,6 @@ def to_events(record: InferenceRecord, mode: str = "all") -> list[CloudEvent]:
     return [_Event(attributes, data) for attributes, data in _halves(record, mode)]
 
 
-def event_dicts(record: InferenceRecord, mode: str = "all") -> list[dict[str, Any]]:
-    """The structured-mode JSON objects of a record's events (what ``event_dict`` gives)."""
-    return [orjson.loads(line) for line in event_lines(record, mode)]
-
-
 def event_lines(record: InferenceRecord, mode: str = "all") -> list[bytes]:
     """The structured-mode JSON of a record's events, one document each.
 

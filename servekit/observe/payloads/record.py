@@ -67,14 +67,10 @@ class Routing(msgspec.Struct, array_like=True):
     status: str = "ok"
 
 
-class IndexedFields(msgspec.Struct, array_like=True):
-    """The fields the embedded store indexes: decoding only these skips building the rest."""
+class IndexedFields(Routing):
+    """The fields the embedded store indexes (``Routing``'s, then up to the outputs, which give
+    the prediction): decoding only these skips building the rest."""
 
-    id: str
-    model: str
-    version: str
-    time: float
-    status: str = "ok"
     service: str = ""
     variant: str = ""
     protocol: str = ""

@@ -65,7 +65,7 @@ class HTTPSink:
 
     def _post(self, body: bytes, headers: dict[str, str]) -> None:
         headers = {**self._headers, **headers}
-        reused = self._connection is not None
+        reused = self._connection is not None and self._connection.sock is not None
         try:
             response, text = self._exchange(body, headers)
         except _STALE:
