@@ -1,7 +1,7 @@
 """What the payload log costs, measured side by side: a server with logging off and one with it
 on share core 0 at the same time, each loaded by its own wrk on core 1.
 
-    python bench/payload_ab.py [--model tiny|medium] [--configs store,batch] [--rounds 5]
+    python bench/payload_ab.py [--model tiny|medium] [--configs store,http,batch] [--rounds 5]
                                [--duration 6] [--concurrency 32]
 
 Why: on a shared VM the speed of a core drifts by 10-30 % within minutes, more than the effect
@@ -46,6 +46,7 @@ from payload_log import (  # noqa: E402
     received,
     scrape,
     server_ticks,
+    sink_names,
 )
 from servers import Running, v2_body  # noqa: E402
 
@@ -81,7 +82,7 @@ def start(config: str, artifacts: dict[str, Path], pythonpath: list[str], args: 
     server = ServekitPayloadLog(config, payloads / "log", receiver and receiver.url)
     running = Running(server, workdir, artifacts, pythonpath)
     started = Started(config, running, "", workdir / "unused", payloads, receiver)
-    started.sinks = ([] if config == "off" else ["store"]) + (["http"] if receiver else [])
+    started.sinks = sink_names(config)
     try:
         body = v2_body(run.sample(args.model))
         started.url = running.url("rest", args.model)
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--servekit-src", default="head", help="head, worktree or a git revision to measure"
     )
-    parser.add_argument("--configs", default="store,batch", help="each against 'off'")
+    parser.add_argument("--configs", default="store,http,batch", help="each against 'off'")
     parser.add_argument("--model", choices=tuple(MODELS), default="tiny")
     args = parser.parse_args(argv)
     configs = [c for c in run._csv(args.configs) if c != "off"]

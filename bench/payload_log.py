@@ -41,11 +41,12 @@ from servers import Running, Servekit, v2_body  # noqa: E402
 
 from servekit.testing.event_receiver import ReceiverProcess  # noqa: E402
 
-CONFIGS = {  # key: (label, sink content mode or None, payload log enabled)
-    "off": ("off (`payload_log.enabled: false`)", None, False),
-    "store": ("store only (default)", None, True),
-    "batch": ("store + HTTP sink, batch mode", "batch", True),
-    "binary": ("store + HTTP sink, binary mode (1 POST/event)", "binary", True),
+CONFIGS = {  # key: (label, HTTP sink content mode or None, payload log enabled, store on)
+    "off": ("off (`payload_log.enabled: false`)", None, False, False),
+    "store": ("store only (default)", None, True, True),
+    "http": ("HTTP sink only, batch mode (store off)", "batch", True, False),
+    "batch": ("store + HTTP sink, batch mode", "batch", True, True),
+    "binary": ("store + HTTP sink, binary mode (1 POST/event)", "binary", True, True),
 }
 MODELS = {"tiny": "tiny (iris logistic regression)", "medium": "medium (2x256 MLP, 32 features)"}
 _SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
@@ -55,8 +56,10 @@ class ServekitPayloadLog(Servekit):
     """servekit with ``--config`` holding the payload_log section of one configuration."""
 
     def __init__(self, config: str, directory: Path, sink_url: str | None) -> None:
-        self.key, (self.label, mode, enabled) = config, CONFIGS[config]
+        self.key, (self.label, mode, enabled, store) = config, CONFIGS[config]
         self.yaml = f"payload_log:\n  enabled: {str(enabled).lower()}\n  directory: {directory}\n"
+        if enabled and not store:
+            self.yaml += "  store: {enabled: false}\n"
         if mode:
             sink = f"{{type: http, url: '{sink_url}', content_mode: {mode}}}"
             self.yaml += f"  sinks:\n    - {sink}\n"
@@ -64,6 +67,12 @@ class ServekitPayloadLog(Servekit):
     def command(self, workdir: Path, ports: Any) -> list[str]:
         (workdir / "servekit.yaml").write_text(self.yaml)
         return [*super().command(workdir, ports), "--config", str(workdir / "servekit.yaml")]
+
+
+def sink_names(config: str) -> list[str]:
+    """The sinks whose delivery a configuration waits for."""
+    _, mode, _, store = CONFIGS[config]
+    return (["store"] if store else []) + (["http"] if mode else [])
 
 
 def scrape(running: Running) -> dict[str, float]:
@@ -115,7 +124,7 @@ def one_config(config: str, artifacts: dict[str, Path], pythonpath: list[str], a
     if CONFIGS[config][1]:
         receiver = ReceiverProcess(payloads / "received.jsonl").start()
         os.sched_setaffinity(receiver.process.pid, {int(loadgen.LOAD_CORE)})
-    sinks = ([] if config == "off" else ["store"]) + (["http"] if receiver else [])
+    sinks = sink_names(config)
     workdir = run.WORK / "payload-log" / config
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)

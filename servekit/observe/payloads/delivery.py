@@ -46,6 +46,7 @@ class SinkWorker(threading.Thread):
         self._stop_requested = threading.Event()
         self._models = frozenset(sink.options.models) if sink.options.models else None
         filters = self._models is not None or sink.options.sample_rate < 1.0
+        self._filters = filters
         self._deliver_encoded = None if filters else getattr(sink, "deliver_encoded", None)
         self._wants_none = getattr(sink, "wants_none", None)
         journal.register(sink.name)
@@ -79,7 +80,9 @@ class SinkWorker(threading.Thread):
                     payloads = [p for _, p in batch]
                     deliver = partial(self._deliver, payloads, self._deliver_encoded)
                 else:
-                    records = [r for r in (decode(p) for _, p in batch) if self._wanted(r)]
+                    records = [decode(p) for _, p in batch]
+                    if self._filters:
+                        records = [r for r in records if self._wanted(r)]
                     deliver = partial(self._deliver, records, self.sink.deliver)
                 if deliver.args[0] and not self._retry(deliver, "deliver"):
                     return

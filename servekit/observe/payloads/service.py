@@ -12,7 +12,6 @@ import fcntl
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,8 +31,29 @@ from servekit.types.tensors import Tensor
 logger = logging.getLogger("servekit.payloads")
 
 RECENT_IDS = 100_000
-"""Ids of the latest inferences kept in memory, so feedback can find a prediction that is not
-in the store yet."""
+"""At least this many of the latest inferences' ids are kept in memory (at most twice as
+many), so feedback can find a prediction that is not in the store yet."""
+
+
+class RecentIds:
+    """The latest ids and what answered them, in two generations of plain dicts: a full
+    generation replaces the older one. Per inference that is one dict store; an LRU (an
+    ``OrderedDict`` evicting one entry per insert) cost twice as much on the hot path."""
+
+    def __init__(self, keep: int | None = None) -> None:
+        self._keep = keep or RECENT_IDS
+        self._current: dict[tuple[str, str], str] = {}
+        self._previous: dict[tuple[str, str], str] = {}
+
+    def add(self, key: tuple[str, str], value: str) -> None:
+        current = self._current
+        current[key] = value
+        if len(current) >= self._keep:
+            self._previous, self._current = current, {}
+
+    def get(self, key: tuple[str, str]) -> str | None:
+        found = self._current.get(key)
+        return found if found is not None else self._previous.get(key)
 
 
 class PayloadLog:
@@ -43,8 +63,8 @@ class PayloadLog:
         self.store: PayloadStore | None = None
         self._journal: Journal | None = None
         self._workers: list[SinkWorker] = []
-        self._recent: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self._served_by: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._recent = RecentIds()
+        self._served_by = RecentIds()
         """(service, id) -> the model that answered, so feedback may name the service."""
         self._redact = frozenset(settings.redact)
         self._lock_fd: int | None = None
@@ -187,15 +207,9 @@ class PayloadLog:
                 return
             self._journal.append(payload, force=True)  # admitted before it filled up
         if status == "ok":
-            recent = self._recent
-            recent[(model, event_id)] = version
-            if len(recent) > RECENT_IDS:
-                recent.popitem(last=False)
+            self._recent.add((model, event_id), version)
             if service and service != model and variant != "shadow":
-                served_by = self._served_by
-                served_by[(service, event_id)] = model
-                if len(served_by) > RECENT_IDS:
-                    served_by.popitem(last=False)
+                self._served_by.add((service, event_id), model)
 
     # -- feedback support ---------------------------------------------------------------------
 
