@@ -59,6 +59,7 @@ DEFAULTS = {
         "redact": [],
         "max_payload_bytes": 256 * 1024,
         "shutdown_flush_seconds": 5.0,
+        "sink_nice": 10,
         "performance_windows_seconds": [300.0, 3600.0, 86400.0],
     },
 }

@@ -125,6 +125,14 @@ class PayloadLogSettings(_Strict):
     shutdown_flush_seconds: float = Field(
         default=5.0, ge=0, description="How long shutdown waits for sinks to catch up."
     )
+    sink_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Scheduling niceness of the sink threads (Linux; 0 leaves them as they "
+        "are): a request that arrives while a sink delivers gets the core first. Higher "
+        "values lower latency further but let sinks fall behind under sustained saturation.",
+    )
     performance_windows_seconds: list[float] = Field(
         default_factory=lambda: [300.0, 3600.0, 86400.0],
         description="Windows of the live performance figures (plus 'all' within retention).",

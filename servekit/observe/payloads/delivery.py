@@ -7,6 +7,7 @@ the events on disk meanwhile, so a sink that is down costs disk, never memory or
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import zlib
@@ -37,10 +38,27 @@ def sampled(event_id: str, rate: float) -> bool:
     return rate >= 1.0 or zlib.crc32(event_id.encode()) < rate * 0x1_0000_0000
 
 
+def lower_priority(nice: int) -> None:
+    """Run the calling thread at ``nice`` (never higher priority than it has): on a busy core
+    the event loop's thread, woken by a request, then gets the CPU before a delivering sink."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    thread = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        if nice > current:
+            os.setpriority(os.PRIO_PROCESS, thread, nice)
+    except OSError as exc:  # not Linux's per-thread semantics, or a sandbox that forbids it
+        logger.debug("could not lower the sink thread's priority: %s", exc)
+
+
 class SinkWorker(threading.Thread):
-    def __init__(self, sink: Sink, journal: Journal, metrics: PayloadMetrics) -> None:
+    def __init__(
+        self, sink: Sink, journal: Journal, metrics: PayloadMetrics, nice: int = 0
+    ) -> None:
         super().__init__(name=f"servekit-sink-{sink.name}", daemon=True)
         self.sink = sink
+        self._nice = nice
         self._journal = journal
         self._metrics = metrics
         self._stop_requested = threading.Event()
@@ -64,6 +82,7 @@ class SinkWorker(threading.Thread):
 
     def run(self) -> None:
         name = self.sink.name
+        lower_priority(self._nice)
         try:
             if not self._retry(self.sink.open, "open"):
                 return

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -535,3 +536,18 @@ def test_captured_tensors_decode_to_what_was_served(datatype: str, array: np.nda
     else:
         assert np.array_equal(decoded, array.astype(decoded.dtype))
         assert decoded.dtype.byteorder in "<=|"
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread niceness is Linux's")
+def test_sink_threads_yield_the_core_and_the_gil_to_requests(logs: Logs) -> None:
+    before = sys.getswitchinterval()
+    log = logs.start(sink_nice=12)
+    sink_threads = [t for t in threading.enumerate() if t.name.startswith("servekit-sink-")]
+    assert sink_threads
+    for thread in sink_threads:
+        assert thread.native_id is not None
+        wait_until(lambda t=thread: os.getpriority(os.PRIO_PROCESS, t.native_id) >= 12)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 12  # the caller's own
+    assert sys.getswitchinterval() == pytest.approx(service.SWITCH_INTERVAL_SECONDS)
+    logs.stop(log)
+    assert sys.getswitchinterval() == pytest.approx(before)
