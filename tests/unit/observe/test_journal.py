@@ -690,3 +690,39 @@ def test_a_record_larger_than_an_empty_segment_is_kept(open_journal, tmp_path: P
     assert segment_firsts(directory) == [0, 1]
     slow = open_journal.reader(journal, "slow")
     assert read_all(slow) == [(0, big), (1, payload(1))]
+
+
+def test_appends_do_not_wait_while_a_commit_removes_segment_files(
+    open_journal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removing a written segment takes milliseconds: the commit does it outside the lock that
+    append() (the event loop's thread) takes."""
+    directory = tmp_path / "spool"
+    journal = open_journal(segment_bytes=64)  # 3 records per segment
+    journal.register("a")
+    for i in range(9):
+        journal.append(payload(i))
+    removing, release = threading.Event(), threading.Event()
+    unlink = Path.unlink
+
+    def slow_unlink(path: Path, missing_ok: bool = False) -> None:
+        removing.set()
+        assert release.wait(10)
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", slow_unlink)
+    committer = threading.Thread(target=journal.commit, args=("a", 9))
+    committer.start()
+    try:
+        assert removing.wait(10)
+        offsets: list[int] = []
+        appender = threading.Thread(target=lambda: offsets.append(journal.append(payload(9))))
+        appender.start()
+        appender.join(5)
+        assert offsets == [9], "append() waited for the segment removal"
+        assert journal.size == 4 * RECORD  # the trimmed segments are already forgotten
+    finally:
+        release.set()
+        committer.join(10)
+    assert not committer.is_alive()
+    assert segment_firsts(directory) == [6, 9]
