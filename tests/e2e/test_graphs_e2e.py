@@ -87,6 +87,15 @@ def test_sequence_with_a_transformer_node_and_renamed_tensors(http: httpx.Client
     assert document["parameters"]["served_by"] == ["centimetres/1", "iris/2"]
 
 
+def test_rest_v1_lists_the_graphs_beside_the_models(http: httpx.Client) -> None:
+    listed = http.get("/v1/models")
+    assert listed.status_code == 200, listed.text
+    names = listed.json()["models"]
+    assert {"iris", "iris-vote", "iris-pipeline", "iris-split", "iris-switch"} <= set(names)
+    assert len(names) == len(set(names))
+    assert names.index("iris") < names.index("iris-vote")  # models first
+
+
 def test_rest_v1_rows_and_records(http: httpx.Client) -> None:
     votes = http.post("/v1/models/iris-vote:predict", json={"instances": ROWS})
     assert votes.status_code == 200, votes.text

@@ -27,7 +27,12 @@ PROTOCOL = "rest-v1"
 
 
 async def list_models(request: Request) -> Response:
-    return json_response({"models": dataplane_of(request).registry.names()})
+    """Every name ``:predict`` answers: the models, then the deployments (services, graphs)."""
+    dataplane = dataplane_of(request)
+    names = list(dataplane.registry.names())
+    if dataplane.deployments is not None:
+        names += [n for n in dataplane.deployments.names() if n not in names]
+    return json_response({"models": names})
 
 
 async def model_status(request: Request) -> Response:
