@@ -287,10 +287,23 @@ class DataPlane:
     ) -> InferenceResponse:
         """A service or graph: it calls models (or deployments) back through ``infer``, so each
         hop is validated, counted and logged as itself."""
-        if callable(request):
-            request = request()
-        context.request_id = request.id or context.request_id or self._ids.next()
-        response = await deployment.infer(version, request, context, self.infer)
+        started, status = time.perf_counter(), "ok"
+        try:
+            if callable(request):
+                request = request()
+            context.request_id = request.id or context.request_id or self._ids.next()
+            response = await deployment.infer(version, request, context, self.infer)
+        except ServekitError as exc:
+            status = exc.code.name.lower()
+            raise
+        except Exception:
+            status = "internal"
+            raise
+        finally:
+            self._metrics.observe_deployment(
+                deployment.name, context.chosen_variant or "", status,
+                time.perf_counter() - started,
+            )  # fmt: skip
         response.id = context.request_id
         served = response.model_name or deployment.name
         version_served = response.model_version

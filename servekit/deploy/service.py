@@ -125,8 +125,9 @@ class Service:
         headers = context.headers
         if VARIANT_HEADER in headers:  # it picked this service's variant, not a nested one's
             headers = {k: v for k, v in headers.items() if k != VARIANT_HEADER}
+        context.chosen_variant = variant.name
         child = dataclasses.replace(
-            context, headers=headers, service=self.name, variant=variant.name
+            context, headers=headers, service=self.name, variant=variant.name, chosen_variant=None
         )
         if self._learns and context.request_id:
             self._remember(context.request_id, variant.name)

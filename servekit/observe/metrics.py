@@ -81,7 +81,22 @@ class Metrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r,
         )
+        self.deployment_requests = Counter(
+            "servekit_deployment_requests",
+            "Requests to a deployment (service or graph) by the variant that answered (empty "
+            "for graphs and for requests refused before a variant was chosen) and outcome.",
+            ["deployment", "variant", "status"],
+            registry=r,
+        )
+        self.deployment_latency = Histogram(
+            "servekit_deployment_request_duration_seconds",
+            "Time a deployment took to answer, by deployment and variant.",
+            ["deployment", "variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self._children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
+        self._deployment_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._in_flight: dict[str, Gauge] = {}
         self.batch_size = Histogram(
             "servekit_batch_size",
@@ -103,6 +118,20 @@ class Metrics:
                 self.latency.labels(model, version, protocol),
             )
             self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_deployment(
+        self, deployment: str, variant: str, status: str, seconds: float
+    ) -> None:
+        key = (deployment, variant, status)
+        children = self._deployment_children.get(key)
+        if children is None:
+            children = (
+                self.deployment_requests.labels(deployment, variant, status),
+                self.deployment_latency.labels(deployment, variant),
+            )
+            self._deployment_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
 

@@ -49,3 +49,5 @@ class RequestContext:
     service: str | None = None
     variant: str | None = None
     """The deployment and variant a request was routed through (kept in the payload log)."""
+    chosen_variant: str | None = None
+    """The variant the service this request was sent to chose for it (a metrics label)."""

@@ -129,6 +129,29 @@ def _metric(client: httpx.Client, line_start: str) -> float:
     return 0.0
 
 
+def test_deployment_metrics_count_each_variant_and_outcome(client: httpx.Client) -> None:
+    def count(variant: str, status: str) -> float:
+        labels = f'deployment="pinned",status="{status}",variant="{variant}"'
+        return _metric(client, f"servekit_deployment_requests_total{{{labels}}}")
+
+    before = {
+        "predictor": count("predictor", "ok"),
+        "canary": count("canary", "ok"),
+        "refused": count("", "invalid_argument"),
+    }
+    for _ in range(5):
+        served_by(client, "pinned")
+    for _ in range(3):
+        served_by(client, "pinned", **{"x-servekit-variant": "canary"})
+    bad = client.post("/v2/models/pinned/infer", json=BODY, headers={"x-servekit-variant": "x"})
+    assert bad.status_code == 400
+    assert count("predictor", "ok") - before["predictor"] == 5
+    assert count("canary", "ok") - before["canary"] == 3
+    assert count("", "invalid_argument") - before["refused"] == 1
+    timed = "servekit_deployment_request_duration_seconds_count"
+    assert _metric(client, timed + '{deployment="pinned",variant="canary"}') >= 3
+
+
 def test_shadow_gets_copies_and_its_failures_never_reach_the_client(client: httpx.Client) -> None:
     errors = 'servekit_shadow_requests_total{outcome="error",service="shadowed"}'
     before = _metric(client, errors)
