@@ -63,9 +63,8 @@ class SinkWorker(threading.Thread):
         self._metrics = metrics
         self._stop_requested = threading.Event()
         self._models = frozenset(sink.options.models) if sink.options.models else None
-        filters = self._models is not None or sink.options.sample_rate < 1.0
-        self._filters = filters
-        self._deliver_encoded = None if filters else getattr(sink, "deliver_encoded", None)
+        self._filters = self._models is not None or sink.options.sample_rate < 1.0
+        self._deliver_encoded = None if self._filters else getattr(sink, "deliver_encoded", None)
         self._wants_none = getattr(sink, "wants_none", None)
         journal.register(sink.name)
         self._reader = journal.reader(sink.name)
