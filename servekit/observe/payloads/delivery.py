@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 import zlib
@@ -41,8 +42,8 @@ def sampled(event_id: str, rate: float) -> bool:
 def lower_priority(nice: int) -> None:
     """Run the calling thread at ``nice`` (never higher priority than it has): on a busy core
     the event loop's thread, woken by a request, then gets the CPU before a delivering sink."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return  # elsewhere the id of a thread is not a target of setpriority
     thread = threading.get_native_id()
     try:
         current = os.getpriority(os.PRIO_PROCESS, thread)
