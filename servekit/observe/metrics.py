@@ -95,8 +95,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self._children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
-        self._deployment_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[Counter, tuple[str, ...]], tuple[Counter, Histogram]] = {}
         self._in_flight: dict[str, Gauge] = {}
         self.batch_size = Histogram(
             "servekit_batch_size",
@@ -109,29 +108,24 @@ class Metrics:
     def observe_request(
         self, model: str, version: str, protocol: str, status: str, seconds: float
     ) -> None:
-        # Label lookups cost microseconds each; the children are cached per label set.
-        key = (model, version, protocol, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self.requests.labels(model, version, protocol, status),
-                self.latency.labels(model, version, protocol),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self._observe(self.requests, self.latency, (model, version, protocol, status), seconds)
 
     def observe_deployment(
         self, deployment: str, variant: str, status: str, seconds: float
     ) -> None:
-        key = (deployment, variant, status)
-        children = self._deployment_children.get(key)
+        labels = (deployment, variant, status)
+        self._observe(self.deployment_requests, self.deployment_latency, labels, seconds)
+
+    def _observe(
+        self, counter: Counter, histogram: Histogram, labels: tuple[str, ...], seconds: float
+    ) -> None:
+        """Count and time one request; the histogram's labels are the counter's but the last
+        (the outcome). Label lookups cost microseconds each, so the children are cached."""
+        key = (counter, labels)
+        children = self._children.get(key)
         if children is None:
-            children = (
-                self.deployment_requests.labels(deployment, variant, status),
-                self.deployment_latency.labels(deployment, variant),
-            )
-            self._deployment_children[key] = children
+            children = (counter.labels(*labels), histogram.labels(*labels[:-1]))
+            self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
 

@@ -13,8 +13,11 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from servekit.testing import ServerProcess
 
@@ -129,7 +132,11 @@ def _metric(client: httpx.Client, line_start: str) -> float:
     return 0.0
 
 
-def test_deployment_metrics_count_each_variant_and_outcome(client: httpx.Client) -> None:
+def test_deployment_metrics_count_each_variant_and_outcome(
+    deployment: tuple[ServerProcess, Path], client: httpx.Client
+) -> None:
+    server = deployment[0]
+
     def count(variant: str, status: str) -> float:
         labels = f'deployment="pinned",status="{status}",variant="{variant}"'
         return _metric(client, f"servekit_deployment_requests_total{{{labels}}}")
@@ -150,6 +157,14 @@ def test_deployment_metrics_count_each_variant_and_outcome(client: httpx.Client)
     assert count("", "invalid_argument") - before["refused"] == 1
     timed = "servekit_deployment_request_duration_seconds_count"
     assert _metric(client, timed + '{deployment="pinned",variant="canary"}') >= 3
+
+    request = pb.ModelInferRequest(model_name="pinned")  # gRPC counts through the same core
+    tensor = request.inputs.add(name="input-0", datatype="FP32", shape=[1, 4])
+    tensor.contents.fp32_contents.extend(ROW["data"])
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ModelInfer(request, timeout=10).model_version == "2"
+    assert count("predictor", "ok") - before["predictor"] == 6
 
 
 def test_shadow_gets_copies_and_its_failures_never_reach_the_client(client: httpx.Client) -> None:
