@@ -13,6 +13,7 @@ import uvicorn
 
 from servekit.core.dataplane import DataPlane
 from servekit.core.executor import Executor
+from servekit.core.heap import HeapFreezer
 from servekit.core.loader import ModelLoader
 from servekit.core.manager import ManagerPolicy, ModelManager
 from servekit.core.registry import ModelRegistry
@@ -46,7 +47,9 @@ class InferenceServer:
         self.metrics = Metrics()
         self.registry = ModelRegistry()
         self.executor = Executor(settings.inference_threads)
-        self.loader = ModelLoader(self.registry, self.executor, self.metrics)
+        self.loader = ModelLoader(
+            self.registry, self.executor, self.metrics, HeapFreezer(settings.freeze_heap)
+        )
         self.manager = ModelManager(
             self._resolve_repository,
             self.registry,

@@ -8,6 +8,7 @@ import time
 
 from servekit.core.batching import AdaptiveBatcher, BatchingPolicy
 from servekit.core.executor import INLINE_BUDGET_SECONDS, AsyncCallable, Executor
+from servekit.core.heap import HeapFreezer
 from servekit.core.lifecycle import ModelState
 from servekit.core.registry import ModelHandle, ModelRegistry
 from servekit.core.warmup import sample_inputs, warmup_inputs
@@ -20,10 +21,17 @@ logger = logging.getLogger("servekit.loader")
 
 
 class ModelLoader:
-    def __init__(self, registry: ModelRegistry, executor: Executor, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        executor: Executor,
+        metrics: Metrics,
+        heap: HeapFreezer | None = None,
+    ) -> None:
         self._registry = registry
         self._executor = executor
         self._metrics = metrics
+        self._heap = heap or HeapFreezer(enabled=False)
 
     def set_state(self, handle: ModelHandle, state: ModelState, error: str | None = None) -> None:
         handle.state = state
@@ -88,6 +96,8 @@ class ModelLoader:
                 logger.exception(
                     "model %s version %s failed to unload", handle.name, handle.version
                 )
+            del runtime
+            self._heap.after_unload()
         self.set_state(handle, state)
 
     async def _load(self, handle: ModelHandle, source: ModelSource, version: VersionSource) -> None:
@@ -154,6 +164,7 @@ class ModelLoader:
         handle.load_seconds = time.perf_counter() - started
         self._metrics.load_seconds.labels(handle.name, handle.version).set(handle.load_seconds)
         handle.loaded_at = time.monotonic()
+        self._heap.after_load()
         self.set_state(handle, ModelState.READY)
         logger.info(
             "model %s version %s ready (%s, %.3fs)",

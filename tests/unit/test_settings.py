@@ -19,6 +19,7 @@ DEFAULTS = {
     "log_level": "info",
     "log_format": "text",
     "max_request_bytes": 64 * 1024 * 1024,
+    "freeze_heap": True,
     "inference_threads": 4,
     "strict_readiness": True,
     "model_control": "auto",
