@@ -1,6 +1,11 @@
 """scikit-learn estimators and pipelines saved with joblib or pickle.
 
 Outputs ``predict`` and, where the estimator has it, ``predict_proba`` as separate tensors.
+
+When scikit-learn refuses a request that holds NaN or infinity, that is the client's mistake
+and is raised as invalid input (a 400 that says so) rather than read as a model failure. Only
+then is the input looked at: estimator tags cannot tell in advance (a Pipeline that starts with
+an imputer reports that it does not take NaN), and the hot path stays as it was.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from servekit.errors import InvalidInput
 from servekit.runtimes.base import Runtime, Signature, feature_input, single_input
 from servekit.types.metadata import TensorSpec
 from servekit.types.tensors import datatype_of
@@ -53,12 +59,20 @@ class SKLearnRuntime(Runtime):
         features = single_input(inputs)
         wanted = outputs if outputs is not None else self._output_names()
         result: dict[str, np.ndarray] = {}
-        if PREDICT_PROBA in wanted and self._has_proba:
-            result[PREDICT_PROBA] = np.asarray(self._model.predict_proba(features))
-            if PREDICT in wanted and self._argmax:  # half the work: one call, both outputs
-                result[PREDICT] = self._classes[result[PREDICT_PROBA].argmax(axis=1)]
-        if PREDICT in wanted and PREDICT not in result:
-            result[PREDICT] = np.asarray(self._model.predict(features))
+        try:
+            if PREDICT_PROBA in wanted and self._has_proba:
+                result[PREDICT_PROBA] = np.asarray(self._model.predict_proba(features))
+                if PREDICT in wanted and self._argmax:  # half the work: one call, both outputs
+                    result[PREDICT] = self._classes[result[PREDICT_PROBA].argmax(axis=1)]
+            if PREDICT in wanted and PREDICT not in result:
+                result[PREDICT] = np.asarray(self._model.predict(features))
+        except ValueError as exc:
+            if features.dtype.kind == "f" and not np.isfinite(features).all():
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise InvalidInput(
+                    f"the input holds NaN or infinity, which this model does not take ({reason})"
+                ) from exc
+            raise
         return {name: result[name] for name in (PREDICT, PREDICT_PROBA) if name in result}
 
     def _output_names(self) -> list[str]:

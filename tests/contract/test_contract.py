@@ -322,3 +322,21 @@ def test_failing_model_leaves_server_serving(api: RestApi | GrpcApi) -> None:
         assert ok.status == "OK"
         assert ok.body["outputs"]["y"]["data"].tolist() == [2.0, 5.0]
         assert api.infer("iris", "1", iris()).status == "OK"
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["grpc-raw", "grpc-contents"])
+def test_nan_input_is_the_clients_mistake(server, raw: bool) -> None:
+    """scikit-learn refuses NaN with a ValueError; that is INVALID_ARGUMENT, not INTERNAL."""
+    with GrpcApi(server.grpc_target, raw=raw) as api:
+        outcome = api.infer("iris", "1", iris([float("nan"), 3.5, 1.4, 0.2]))
+        assert outcome.status == "INVALID_ARGUMENT", outcome.body
+        assert "NaN or infinity" in outcome.error
+        assert api.infer("iris", "1", iris()).status == "OK"
+
+
+def test_rest_nan_is_not_json(server) -> None:
+    """JSON has no NaN: the token is refused before any model sees it."""
+    with RestApi(server.http_url) as api:
+        outcome = api.infer("iris", "1", iris([float("nan"), 3.5, 1.4, 0.2]))
+    assert outcome.status == "INVALID_ARGUMENT", outcome.body
+    assert "not valid JSON" in outcome.error
