@@ -222,6 +222,21 @@ class BareHTTP(Server):
         return [str(ENVS[self.env].python), str(PEERS / "bare_http.py"), str(ports.http)]
 
 
+class ThinHTTP(Server):
+    key = "ceiling-thin"
+    label = "ceiling: thin uvloop + httptools {version} server, predict per request"
+    kind = "ceiling"
+    distribution = "httptools"
+    artifacts: dict[str, Path] = {}
+
+    def layout(self, models: dict[str, Path], workdir: Path) -> None:
+        self.artifacts = dict(models)
+
+    def command(self, workdir: Path, ports: Ports) -> list[str]:
+        models = [f"{name}={path}" for name, path in self.artifacts.items()]
+        return [str(ENVS[self.env].python), str(PEERS / "thin_http.py"), str(ports.http), *models]
+
+
 class BareGRPC(Server):
     key = "ceiling-grpc"
     label = "ceiling: bare grpc.aio {version}, fixed reply"
@@ -257,6 +272,7 @@ SERVERS: list[Server] = [
     KServe(),
     RayServe(),
     BareHTTP(),
+    ThinHTTP(),
     BareGRPC(),
 ]
 
