@@ -68,7 +68,7 @@ class SKLearnRuntime(Runtime):
                 result[PREDICT] = np.asarray(self._model.predict(features))
         except ValueError as exc:
             if features.dtype.kind == "f" and not np.isfinite(features).all():
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                reason = (str(exc).strip().splitlines() or [""])[0]
                 raise InvalidInput(
                     f"the input holds NaN or infinity, which this model does not take ({reason})"
                 ) from exc
