@@ -334,9 +334,27 @@ def test_nan_input_is_the_clients_mistake(server, raw: bool) -> None:
         assert api.infer("iris", "1", iris()).status == "OK"
 
 
-def test_rest_nan_is_not_json(server) -> None:
-    """JSON has no NaN: the token is refused before any model sees it."""
+def test_rest_nan_in_binary_data_is_the_clients_mistake(server) -> None:
+    """JSON has no NaN (the token is refused before any model sees it); the binary extension
+    carries one, and it is a 400 for the same reason as over gRPC."""
+    import json
+
     with RestApi(server.http_url) as api:
         outcome = api.infer("iris", "1", iris([float("nan"), 3.5, 1.4, 0.2]))
-    assert outcome.status == "INVALID_ARGUMENT", outcome.body
-    assert "not valid JSON" in outcome.error
+        assert outcome.status == "INVALID_ARGUMENT", outcome.body
+        assert "not valid JSON" in outcome.error
+
+        tensor = {"name": "input-0", "datatype": "FP32", "shape": [1, 4]}
+        tensor["parameters"] = {"binary_data_size": 16}
+        header = json.dumps({"inputs": [tensor]}).encode()
+        data = np.array([np.nan, 3.5, 1.4, 0.2], dtype=np.float32).tobytes()
+        response = api.client.post(
+            "/v2/models/iris/versions/1/infer",
+            content=header + data,
+            headers={
+                "content-type": "application/octet-stream",
+                "inference-header-content-length": str(len(header)),
+            },
+        )
+    assert response.status_code == 400, response.text
+    assert "NaN or infinity" in response.json()["error"]
