@@ -96,7 +96,7 @@ class ModelLoader:
                 logger.exception(
                     "model %s version %s failed to unload", handle.name, handle.version
                 )
-            del runtime
+            del runtime  # the last reference, so that the collection below can free it
             self._heap.after_unload()
         self.set_state(handle, state)
 
