@@ -55,6 +55,8 @@ _SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
 class ServekitPayloadLog(Servekit):
     """servekit with ``--config`` holding the payload_log section of one configuration."""
 
+    payload_log = True  # the section below decides, not the benchmark's default of off
+
     def __init__(self, config: str, directory: Path, sink_url: str | None) -> None:
         self.key, (self.label, mode, enabled, store) = config, CONFIGS[config]
         self.yaml = f"payload_log:\n  enabled: {str(enabled).lower()}\n  directory: {directory}\n"

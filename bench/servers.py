@@ -89,14 +89,18 @@ def _model_dir(workdir: Path) -> Path:
 
 
 class Servekit(Server):
+    """servekit doing the peers' work: payload logging off, since none of the peers captures
+    payloads (``ServekitDefaults`` shows what servekit's default payload log costs)."""
+
     key = "servekit"
-    label = "servekit {version}"
+    label = "servekit {version}, payload log off"
     kind = "servekit"
     protocols = ("rest", "v1", "grpc")
     distribution = "servekit"
     # the one output every server here declares, so that perf_analyzer (which asks for every
     # output in the metadata) gets the same work done everywhere
     model_yaml = "outputs:\n  - {name: predict, datatype: INT64, shape: [-1]}\n"
+    payload_log = False
 
     def layout(self, models: dict[str, Path], workdir: Path) -> None:
         root = _model_dir(workdir)
@@ -106,17 +110,28 @@ class Servekit(Server):
             (root / name / "model.yaml").write_text(self.model_yaml)
 
     def command(self, workdir: Path, ports: Ports) -> list[str]:
-        return [
+        command = [
             str(ENVS[self.env].bin("servekit")), "serve", str(workdir / "models"),
             "--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
         ]  # fmt: skip
+        if not self.payload_log:
+            (workdir / "bench-settings.yaml").write_text("payload_log:\n  enabled: false\n")
+            command += ["--config", str(workdir / "bench-settings.yaml")]
+        return command
 
 
 class ServekitBatching(Servekit):
     key = "servekit-batching"
-    label = "servekit {version} + batching 32 / 1 ms"
+    label = "servekit {version} + batching 32 / 1 ms, payload log off"
     protocols = ("rest", "grpc")
     model_yaml = Servekit.model_yaml + "batching:\n  max_batch_size: 32\n  max_batch_delay_ms: 1\n"
+
+
+class ServekitDefaults(Servekit):
+    key = "servekit-defaults"
+    label = "servekit {version} defaults (payload log on: every inference to the embedded store)"
+    protocols = ("rest", "grpc")
+    payload_log = True
 
 
 class MLServer(Server):
@@ -266,6 +281,7 @@ class BareGRPC(Server):
 SERVERS: list[Server] = [
     Servekit(),
     ServekitBatching(),
+    ServekitDefaults(),
     MLServer(),
     MLServerInline(),
     MLServerInlineBatching(),

@@ -45,7 +45,7 @@ EXTENSIONS = ("binary_tensor_data", "parameters", "model_lineage", "model_reposi
 
 _WAKEABLE = (ModelState.UNLOADED, ModelState.LOADING)
 RequestSource = InferenceRequest | Callable[[], InferenceRequest]
-"""A request, or a function that decodes one: decoding errors are then counted and logged
+"""A request, or a function that decodes one: decoding errors are then in_flight_model and logged
 with the model they were meant for."""
 
 
@@ -191,7 +191,7 @@ class DataPlane:
         started = time.perf_counter()
         started_wall = time.time()
         model_label, version_label, status = UNKNOWN_MODEL, "", "ok"
-        in_flight = handle = decoded = response = None
+        in_flight_model = handle = decoded = response = None
         error: ServekitError | None = None
         try:
             handle = self._registry.get(name, version or None)
@@ -214,8 +214,8 @@ class DataPlane:
             predict = handle.predict
             if predict is None:
                 raise ModelNotReady(handle.name, handle.version, handle.state.value)
-            in_flight = self._metrics.in_flight_for(handle.name)
-            in_flight.inc()
+            in_flight_model = handle.name
+            self._metrics.requests.started(in_flight_model)
             handle.in_flight += 1
             handle.last_used = time.monotonic()
             try:
@@ -252,8 +252,8 @@ class DataPlane:
             logger.exception("unexpected error serving model %s", name)
             raise
         finally:
-            if in_flight is not None:
-                in_flight.dec()
+            if in_flight_model is not None:
+                self._metrics.requests.finished(in_flight_model)
             elapsed = time.perf_counter() - started
             self._metrics.observe_request(
                 model_label, version_label, context.protocol, status, elapsed
@@ -286,7 +286,7 @@ class DataPlane:
         context: RequestContext,
     ) -> InferenceResponse:
         """A service or graph: it calls models (or deployments) back through ``infer``, so each
-        hop is validated, counted and logged as itself."""
+        hop is validated, in_flight_model and logged as itself."""
         started, status = time.perf_counter(), "ok"
         try:
             if callable(request):

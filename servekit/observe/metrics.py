@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from servekit.core.lifecycle import ModelState
+from servekit.observe.request_metrics import RequestMetrics
 
 LATENCY_BUCKETS = (
     0.0001,
@@ -36,25 +37,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "servekit_inference_requests",
-            "Inference requests by model, version, protocol and outcome.",
-            ["model", "version", "protocol", "status"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "servekit_inference_request_duration_seconds",
-            "Time from decoded request to encoded response, by model, version and protocol.",
-            ["model", "version", "protocol"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.in_flight = Gauge(
-            "servekit_inference_requests_in_flight",
-            "Inference requests being processed.",
-            ["model"],
-            registry=r,
-        )
+        self.requests = RequestMetrics(r, LATENCY_BUCKETS)
+        """Requests, their latency and those in flight: updated on every inference."""
         self.load_seconds = Gauge(
             "servekit_model_load_duration_seconds",
             "How long the last load of a model version took.",
@@ -96,7 +80,6 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[Counter, tuple[str, ...]], tuple[Counter, Histogram]] = {}
-        self._in_flight: dict[str, Gauge] = {}
         self.batch_size = Histogram(
             "servekit_batch_size",
             "Rows per batch sent to a model by the adaptive batcher.",
@@ -108,7 +91,7 @@ class Metrics:
     def observe_request(
         self, model: str, version: str, protocol: str, status: str, seconds: float
     ) -> None:
-        self._observe(self.requests, self.latency, (model, version, protocol, status), seconds)
+        self.requests.observe(model, version, protocol, status, seconds)
 
     def observe_deployment(
         self, deployment: str, variant: str, status: str, seconds: float
@@ -128,12 +111,6 @@ class Metrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
-
-    def in_flight_for(self, model: str) -> Gauge:
-        gauge = self._in_flight.get(model)
-        if gauge is None:
-            gauge = self._in_flight[model] = self.in_flight.labels(model)
-        return gauge
 
     def set_state(self, model: str, version: str, state: ModelState) -> None:
         for candidate in ModelState:

@@ -203,6 +203,39 @@ def test_sticky_routing_keeps_each_user_on_one_variant(client: httpx.Client) -> 
     assert {next(iter(v)) for v in seen.values()} == {"1", "2"}  # 50/50: both variants in use
 
 
+def test_grpc_metadata_routes_like_rest_headers(deployment: tuple[ServerProcess, Path]) -> None:
+    request = pb.ModelInferRequest(model_name="pinned")
+    tensor = request.inputs.add(name="input-0", datatype="FP32", shape=[1, 4])
+    tensor.contents.fp32_contents.extend(ROW["data"])
+    sticky = pb.ModelInferRequest()
+    sticky.CopyFrom(request)
+    sticky.model_name = "sticky"
+    with grpc.insecure_channel(deployment[0].grpc_target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+
+        def version(message: pb.ModelInferRequest, **metadata: str) -> str:
+            reply, call = stub.ModelInfer.with_call(
+                message, metadata=tuple(metadata.items()), timeout=10
+            )
+            trailing = dict(call.trailing_metadata())
+            assert trailing["x-servekit-served-by"] == f"iris/{reply.model_version}"
+            return reply.model_version
+
+        assert version(request) == "2"
+        assert version(request, **{"x-servekit-variant": "canary"}) == "1"
+        assert version(request, **{"x-servekit-variant": "predictor"}) == "2"
+        with pytest.raises(grpc.RpcError) as refused:
+            version(request, **{"x-servekit-variant": "x"})
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # the sticky header keeps a user on one variant over gRPC as over REST
+        per_user = {
+            user: {version(sticky, **{"x-user-id": f"grpc-user-{user}"}) for _ in range(4)}
+            for user in range(30)
+        }
+        assert all(len(versions) == 1 for versions in per_user.values()), per_user
+        assert set().union(*per_user.values()) == {"1", "2"}
+
+
 class LoadLoop:
     """A bounded request loop in a thread, recording every answer."""
 

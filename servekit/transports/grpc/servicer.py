@@ -53,7 +53,7 @@ class InferenceServicer:
     @map_errors
     async def ModelInfer(self, request: Any, context: Context) -> Any:
         request_context = RequestContext(
-            protocol="grpc", request_id=request.id or None, headers=_headers(context)
+            protocol="grpc", request_id=request.id or None, headers=self._routing_headers(context)
         )
         response = await self._dataplane.infer(
             request.model_name,
@@ -72,6 +72,15 @@ class InferenceServicer:
         if trailing:
             context.set_trailing_metadata(tuple(trailing))
         return converters.from_response(response, raw=converters.wants_raw_output(request))
+
+    def _routing_headers(self, context: Context) -> dict[str, str]:
+        """The metadata that deployments route on (variant, sticky, graph conditions), as REST
+        passes them; nothing is read when no deployment is served (most calls)."""
+        deployments = self._dataplane.deployments
+        routing = deployments.routing_headers if deployments else ()
+        if not routing:
+            return {}
+        return {k: v for k, v in _headers(context).items() if k.encode() in routing}
 
     # -- model repository extension ----------------------------------------------------------
 
