@@ -44,6 +44,8 @@ def _check_one(model: str, spec: TensorSpec, tensor: Tensor) -> np.ndarray:
 def _cast_input(model: str, spec: TensorSpec, tensor: Tensor) -> np.ndarray:
     """Cast to the declared type, refusing values it cannot hold (300 -> UINT8, 1.5 -> INT32)."""
     target = NUMPY_DTYPES[spec.datatype]
+    if np.can_cast(tensor.data.dtype, target, "safe"):  # widening (FP32 -> FP64): always fits
+        return tensor.data.astype(target)
     try:
         with np.errstate(over="raise", invalid="raise"):
             cast = tensor.data.astype(target)
