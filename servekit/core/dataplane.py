@@ -45,7 +45,7 @@ EXTENSIONS = ("binary_tensor_data", "parameters", "model_lineage", "model_reposi
 
 _WAKEABLE = (ModelState.UNLOADED, ModelState.LOADING)
 RequestSource = InferenceRequest | Callable[[], InferenceRequest]
-"""A request, or a function that decodes one: decoding errors are then in_flight_model and logged
+"""A request, or a function that decodes one: decoding errors are then counted and logged
 with the model they were meant for."""
 
 
@@ -286,7 +286,7 @@ class DataPlane:
         context: RequestContext,
     ) -> InferenceResponse:
         """A service or graph: it calls models (or deployments) back through ``infer``, so each
-        hop is validated, in_flight_model and logged as itself."""
+        hop is validated, counted and logged as itself."""
         started, status = time.perf_counter(), "ok"
         try:
             if callable(request):
