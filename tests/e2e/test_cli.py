@@ -78,3 +78,18 @@ def test_serve_refuses_a_missing_repository(tmp_path: Path) -> None:
     result = servekit("serve", str(tmp_path / "missing"), "--http-port", "0", "--grpc-port", "0")
     assert result.returncode == 2
     assert "no such file or folder" in result.stderr
+
+
+def test_serve_refuses_a_grpc_port_another_server_holds(
+    server, serving_repo: Path, tmp_path: Path
+) -> None:
+    """gRPC would otherwise bind the port too (SO_REUSEPORT) and silently take half the calls."""
+    config = tmp_path / "settings.yaml"
+    config.write_text("payload_log:\n  enabled: false\n")
+    port = str(server.grpc_port)
+    result = servekit(
+        "serve", str(serving_repo), "--http-port", "0", "--grpc-port", port, "--config", str(config)
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen for gRPC on 127.0.0.1:{port}" in result.stderr
+    assert "in use" in result.stderr

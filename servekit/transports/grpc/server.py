@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from servekit.core.dataplane import DataPlane
+from servekit.errors import ConfigError
 from servekit.settings import Settings
 from servekit.transports.grpc.servicer import InferenceServicer
 from servekit.transports.grpc.stubs import SERVICE_NAME, pb2_grpc
@@ -72,15 +73,25 @@ def create_grpc_server(dataplane: DataPlane, settings: Settings) -> tuple[grpc.a
 
     Call it from the event loop that will run the server, then ``await server.start()``.
     Messages over ``max_request_bytes`` are refused by gRPC itself with RESOURCE_EXHAUSTED.
+    The port is bound exclusively: gRPC's default (``SO_REUSEPORT``) lets a second server bind
+    the same port and silently take a share of its calls.
     """
     limit = settings.max_request_bytes
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
         ]
     )
     pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
     health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealthServicer(dataplane), server)
-    port = server.add_insecure_port(_address(settings.host, settings.grpc_port))
+    address = _address(settings.host, settings.grpc_port)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        raise ConfigError(
+            f"cannot listen for gRPC on {address}: the port is in use or the address is not "
+            "this machine's (choose another with --grpc-port)"
+        ) from None
     return server, port
