@@ -79,7 +79,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self._children: dict[tuple[Counter, tuple[str, ...]], tuple[Counter, Histogram]] = {}
+        self._deployment_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self.batch_size = Histogram(
             "servekit_batch_size",
             "Rows per batch sent to a model by the adaptive batcher.",
@@ -96,19 +96,16 @@ class Metrics:
     def observe_deployment(
         self, deployment: str, variant: str, status: str, seconds: float
     ) -> None:
-        labels = (deployment, variant, status)
-        self._observe(self.deployment_requests, self.deployment_latency, labels, seconds)
-
-    def _observe(
-        self, counter: Counter, histogram: Histogram, labels: tuple[str, ...], seconds: float
-    ) -> None:
-        """Count and time one request; the histogram's labels are the counter's but the last
-        (the outcome). Label lookups cost microseconds each, so the children are cached."""
-        key = (counter, labels)
-        children = self._children.get(key)
+        """Count and time one deployment request; label lookups cost microseconds each, so the
+        children are cached per label set."""
+        key = (deployment, variant, status)
+        children = self._deployment_children.get(key)
         if children is None:
-            children = (counter.labels(*labels), histogram.labels(*labels[:-1]))
-            self._children[key] = children
+            children = (
+                self.deployment_requests.labels(deployment, variant, status),
+                self.deployment_latency.labels(deployment, variant),
+            )
+            self._deployment_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
 
