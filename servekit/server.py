@@ -27,6 +27,7 @@ from servekit.repository.local import scan_repository
 from servekit.settings import Settings
 from servekit.storage import materialize_async
 from servekit.transports.http import create_app
+from servekit.transports.http.lane import InferenceProtocol
 
 logger = logging.getLogger("servekit.server")
 
@@ -126,7 +127,7 @@ class InferenceServer:
                 host=settings.host,
                 port=settings.http_port,
                 loop="none",
-                http="httptools",
+                http=InferenceProtocol,  # httptools, with a short lane for inference POSTs
                 lifespan="off",
                 log_config=None,
                 access_log=False,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from servekit.core.dataplane import DataPlane
 from servekit.errors import ServekitError
@@ -23,6 +24,11 @@ logger = logging.getLogger("servekit.http")
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 Handler = Callable[..., Awaitable[tuple[bytes, dict[str, str]]]]
+InferenceTarget = tuple[Handler, str, str, str | None]
+"""(handler, protocol, model name, version) of an inference path."""
+BodyReader = Callable[[bytes | None, int], Awaitable[bytes]]
+"""Reads the whole body given the declared Content-Length and the size limit."""
+Reply = tuple[int, bytes, dict[str, str]]
 
 SERVED_BY_HEADER = "x-servekit-served-by"
 """'model/version' that answered (a deployment may route to one of several)."""
@@ -39,7 +45,7 @@ INFER_ROUTES = (
 )
 
 
-def match_inference_path(path: str) -> tuple[Handler, str, str, str | None] | None:
+def match_inference_path(path: str) -> InferenceTarget | None:
     """(handler, protocol, model name, version) for an inference path, else None."""
     if path.startswith("/v2/models/") and path.endswith("/infer"):
         parts = path[len("/v2/models/") : -len("/infer")].split("/")
@@ -68,35 +74,38 @@ class InferenceASGI:
         if target is None:
             await self._fallback(scope, receive, send)
         elif scope["method"] == "POST":
-            await self._infer(scope, receive, send, *target)
+            reply = await self.answer(
+                target, scope["path"], scope["headers"], partial(read_body, receive)
+            )
+            await _respond(send, *reply)
         else:
             await _respond(
                 send, 405, _error("method not allowed; use POST"), {**_JSON, "allow": "POST"}
             )
 
-    async def _infer(
+    async def answer(
         self,
-        scope: dict,
-        receive: Callable,
-        send: Callable,
-        handler: Handler,
-        protocol: str,
-        name: str,
-        version: str | None,
-    ) -> None:
-        headers = {k: v for k, v in scope["headers"] if k in _WANTED_HEADERS}
+        target: InferenceTarget,
+        path: str,
+        raw_headers: list[tuple[bytes, bytes]],
+        read: BodyReader,
+    ) -> Reply:
+        """Status, body and headers for one inference POST; never raises.
+
+        Shared by the ASGI entry point and the lean HTTP protocol (``lane.py``), which hands
+        over the body its own way (``read``)."""
+        handler, protocol, name, version = target
+        headers = {k: v for k, v in raw_headers if k in _WANTED_HEADERS}
         context = RequestContext(protocol, v2.request_id(headers))
         routing = self._dataplane.deployments.routing_headers if self._dataplane.deployments else ()
         if routing:  # variant and sticky headers, only when deployments are served
             context.headers = {
-                k.decode("latin-1"): v.decode("latin-1")
-                for k, v in scope["headers"]
-                if k in routing
+                k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers if k in routing
             }
         status = 200
         try:
             try:
-                body = await read_body(receive, headers.get(b"content-length"), self._limit)
+                body = await read(headers.get(b"content-length"), self._limit)
             except ServekitError as exc:
                 # Through the DataPlane (which raises it), so it is counted and logged.
                 await self._dataplane.infer(name, version, _raising(exc), context)
@@ -105,13 +114,13 @@ class InferenceASGI:
         except ServekitError as exc:
             status, content, extra = exc.code.http_status, _error(exc.message), _JSON
         except Exception:  # noqa: BLE001 - never a traceback to the client
-            logger.exception("unhandled error on POST %s", scope["path"])
+            logger.exception("unhandled error on POST %s", path)
             status, content, extra = 500, _error("internal server error"), _JSON
         if _header_safe(context.request_id):
             extra = {**extra, REQUEST_ID_HEADER: context.request_id}
         if status == 200 and _header_safe(context.served_by):
             extra = {**extra, SERVED_BY_HEADER: context.served_by}
-        await _respond(send, status, content, extra)
+        return status, content, extra
 
 
 async def _respond(send: Callable, status: int, content: bytes, headers: dict[str, str]) -> None:
@@ -142,4 +151,4 @@ def _error(message: str) -> bytes:
     return dumps({"error": message})
 
 
-__all__ = ["INFER_ROUTES", "InferenceASGI", "match_inference_path"]
+__all__ = ["INFER_ROUTES", "InferenceASGI", "InferenceTarget", "Reply", "match_inference_path"]

@@ -1,0 +1,144 @@
+"""uvicorn's httptools protocol with a short lane for inference POSTs.
+
+Why: at thousands of inferences a second, the ASGI round trip per request (a scope dict, a
+request/response cycle with its event, two ``send`` messages whose headers are checked one by
+one, a copy of the body) costs as much CPU as decoding and batching the request. Inference POSTs
+are answered here straight from the parser's callbacks: the body is collected as it arrives,
+``InferenceASGI.answer`` (the same code the ASGI path runs) produces the reply, and the reply is
+written in one call. Every other request, and every case the lane does not handle (upgrades,
+``limit_concurrency``), goes through uvicorn unchanged, as do keep-alive, pipelining, flow
+control and graceful shutdown, which the lane's cycle takes part in like uvicorn's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from servekit.transports.http.asgi import InferenceASGI, InferenceTarget, match_inference_path
+from servekit.transports.http.body import body_too_large, check_declared_length, client_gone
+
+
+class InferenceProtocol(HttpToolsProtocol):
+    """Serves ``InferenceASGI`` apps; inference POSTs skip the ASGI machinery."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        app = self.app
+        self._inference = app if isinstance(app, InferenceASGI) else None
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        target = None
+        if (
+            self._inference is not None
+            and parser.get_method() == b"POST"
+            and self.limit_concurrency is None
+            and not parser.should_upgrade()
+        ):
+            path = httptools.parse_url(self.url).path.decode("ascii")
+            if "%" in path:
+                path = urllib.parse.unquote(path)
+            target = match_inference_path(path)
+        if target is None:
+            super().on_headers_complete()
+            return
+        keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+        previous = self.cycle
+        self.cycle = _LaneCycle(self, target, path, keep_alive)  # type: ignore[assignment]
+        if previous is None or previous.response_complete:
+            task = self.loop.create_task(self.cycle.run_asgi(self.app))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)  # uvicorn waits for these on shutdown
+        else:  # pipelined behind an unfinished response: uvicorn starts it in turn
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, self.app))
+
+
+class _LaneCycle:
+    """One inference POST. Has the attributes and ``run_asgi`` that uvicorn's protocol uses
+    on its own cycles, so the protocol's body, pipelining, disconnect and shutdown handling
+    apply unchanged."""
+
+    def __init__(
+        self, protocol: InferenceProtocol, target: InferenceTarget, path: str, keep_alive: bool
+    ) -> None:
+        self.protocol = protocol
+        self.transport = protocol.transport
+        self.flow = protocol.flow
+        self.target = target
+        self.path = path
+        self.headers = protocol.headers
+        self.keep_alive = keep_alive
+        self.waiting_for_100_continue = protocol.expect_100_continue
+        self.message_event = asyncio.Event()
+        self.on_response = protocol.on_response_complete
+        self.body = bytearray()
+        self.more_body = True
+        self.disconnected = False
+        self.response_complete = False
+
+    async def run_asgi(self, app: object) -> None:
+        try:
+            status, content, headers = await self.protocol._inference.answer(  # type: ignore[union-attr]
+                self.target, self.path, self.headers, self.read
+            )
+            await self._write(status, content, headers)
+        except asyncio.CancelledError:  # shutdown's grace period is over
+            self.transport.close()
+            raise
+        except Exception:  # writing failed: the connection is unusable, the server is fine
+            self.protocol.logger.exception("could not answer POST %s", self.path)
+            self.transport.close()
+        finally:
+            self.on_response = _nothing
+
+    async def read(self, content_length: bytes | None, limit: int) -> bytes:
+        check_declared_length(content_length, limit)
+        while self.more_body and not self.disconnected:
+            if self.waiting_for_100_continue and not self.transport.is_closing():
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.waiting_for_100_continue = False
+            self.flow.resume_reading()  # the protocol pauses it when the body piles up
+            await self.message_event.wait()
+            self.message_event.clear()
+            if len(self.body) > limit:
+                raise body_too_large(limit)
+        if self.disconnected:
+            raise client_gone()
+        if len(self.body) > limit:
+            raise body_too_large(limit)
+        return bytes(self.body)
+
+    async def _write(self, status: int, content: bytes, headers: dict[str, str]) -> None:
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        self.waiting_for_100_continue = False
+        lines = [STATUS_LINE[status]]
+        for name, value in self.protocol.server_state.default_headers:
+            lines += (name, b": ", value, b"\r\n")
+        lines.append(b"content-length: %d\r\n" % len(content))
+        for name, value in headers.items():
+            lines += (name.encode(), b": ", value.encode(), b"\r\n")
+        if not self.keep_alive:
+            lines.append(b"connection: close\r\n")
+        lines += (b"\r\n", content)
+        self.transport.write(b"".join(lines))
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+
+
+def _nothing() -> None:
+    pass
+
+
+__all__ = ["InferenceProtocol"]
