@@ -227,6 +227,46 @@ def test_other_methods_on_an_inference_path_are_405(conn: RawConnection) -> None
     assert reply.headers["allow"] == "POST"
 
 
+H2C_OFFER = (
+    "connection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\n"
+    "http2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+)
+
+
+def test_a_declined_h2c_upgrade_keeps_the_body(conn: RawConnection, expected: list) -> None:
+    """``curl --http2`` and Java's RestClient offer h2c on ordinary POSTs; the offer is declined
+    and the request answered over HTTP/1.1 with its body (uvicorn alone dropped the body)."""
+    conn.send(
+        post(extra=H2C_OFFER + "x-request-id: offered\r\n")
+        + b"GET /v2/health/live HTTP/1.1\r\nhost: test\r\n\r\n"
+    )
+    reply, live = conn.response(), conn.response()
+    assert (reply.status, reply.json()["outputs"]) == (200, expected)
+    assert reply.headers["x-request-id"] == "offered"
+    assert (live.status, live.json()) == (200, {"live": True})
+
+
+def test_a_declined_h2c_upgrade_with_a_chunked_body_sent_later(
+    conn: RawConnection, expected: list
+) -> None:
+    conn.send(post(b"", extra=H2C_OFFER + "transfer-encoding: chunked\r\n", length=False))
+    time.sleep(0.05)  # headers and body in separate packets, as Ktor's clients write them
+    conn.send(chunked(BODY, 10))
+    reply = conn.response()
+    assert (reply.status, reply.json()["outputs"]) == (200, expected)
+    conn.send(post())  # the connection goes on as HTTP/1.1
+    assert conn.response().json()["outputs"] == expected
+
+
+def test_a_declined_h2c_upgrade_on_another_route_keeps_the_body(conn: RawConnection) -> None:
+    """Not only inference: a feedback POST (the ASGI path) reads its body too."""
+    body = orjson.dumps({"id": "never-served", "truth": 1})
+    conn.send(post(body, path="/v2/models/iris/feedback", extra=H2C_OFFER))
+    reply = conn.response()
+    assert reply.status == 404, reply.body
+    assert "never-served" in reply.json()["error"]
+
+
 def test_a_client_that_vanishes_mid_body_leaves_the_server_serving(
     server: ServerProcess, expected: list
 ) -> None:

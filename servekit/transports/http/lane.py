@@ -5,14 +5,21 @@ request/response cycle with its event, two ``send`` messages whose headers are c
 one, a copy of the body) costs as much CPU as decoding and batching the request. Inference POSTs
 are answered here straight from the parser's callbacks: the body is collected as it arrives,
 ``InferenceASGI.answer`` (the same code the ASGI path runs) produces the reply, and the reply is
-written in one call. Every other request, and every case the lane does not handle (upgrades,
-``limit_concurrency``), goes through uvicorn unchanged, as do keep-alive, pipelining, flow
+written in one call. Every other request, and every case the lane does not handle
+(``limit_concurrency``), goes through uvicorn unchanged, as do keep-alive, pipelining, flow
 control and graceful shutdown, which the lane's cycle takes part in like uvicorn's own.
+
+One thing uvicorn's protocol gets wrong is mended here for every route: a request that offers an
+upgrade the server does not take (``Upgrade: h2c``, sent by ``curl --http2`` and by Java's
+``RestClient`` on ordinary POSTs) lost its body, because the parser treats the bytes after the
+headers as the new protocol's (uvicorn issue #2722). RFC 9110 lets a server ignore the offer; such
+a request is parsed again without it, body included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import urllib.parse
 from typing import Any
 
@@ -30,9 +37,34 @@ class InferenceProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         app = self.app
         self._inference = app if isinstance(app, InferenceASGI) else None
+        self._declined_upgrade: bytes | None = None
+        """The head of a request whose upgrade offer is declined, rebuilt without it."""
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's, except that a declined upgrade is parsed again rather than dropped."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._declined_upgrade is not None:
+                head, self._declined_upgrade = self._declined_upgrade, None
+                self.parser = _parser(self)  # the old one took the rest for the new protocol
+                self.data_received(head + data[upgrade.args[0] :])
+            elif self._should_upgrade():  # a websocket: uvicorn's
+                self.handle_websocket_upgrade()
+            else:  # CONNECT: as uvicorn does
+                self.logger.warning("Unsupported upgrade request.")
+        except httptools.HttpParserError:
+            message = "Invalid HTTP request received."
+            self.logger.warning(message)
+            self.send_400_response(message)
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        offered = parser.should_upgrade() and self._get_upgrade() is not None
+        if offered and not self._should_upgrade():
+            self._declined_upgrade = self._head_without_upgrade()
+            return  # no cycle: the request is parsed again, without the offer
         target = None
         if (
             self._inference is not None
@@ -57,6 +89,40 @@ class InferenceProtocol(HttpToolsProtocol):
         else:  # pipelined behind an unfinished response: uvicorn starts it in turn
             self.flow.pause_reading()
             self.pipeline.appendleft((self.cycle, self.app))
+
+    def on_body(self, body: bytes) -> None:
+        if self._declined_upgrade is None:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._declined_upgrade is None:
+            super().on_message_complete()
+
+    def _head_without_upgrade(self) -> bytes:
+        parser = self.parser
+        version = parser.get_http_version().encode()
+        lines = [parser.get_method(), b" ", self.url, b" HTTP/", version, b"\r\n"]
+        for name, value in self.headers:
+            if name in _UPGRADE_HEADERS:
+                continue
+            if name == b"connection":
+                tokens = [t.strip() for t in value.split(b",")]
+                value = b", ".join(t for t in tokens if t and t.lower() not in _UPGRADE_HEADERS)
+                if not value:
+                    continue
+            lines += (name, b": ", value, b"\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+
+_UPGRADE_HEADERS = frozenset({b"upgrade", b"http2-settings"})
+
+
+def _parser(protocol: InferenceProtocol) -> httptools.HttpRequestParser:
+    parser = httptools.HttpRequestParser(protocol)
+    with contextlib.suppress(AttributeError):  # httptools < 0.6.3 has no leniencies to set
+        parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn does
+    return parser
 
 
 class _LaneCycle:
