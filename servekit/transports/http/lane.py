@@ -128,12 +128,16 @@ def _parser(protocol: InferenceProtocol) -> httptools.HttpRequestParser:
 class _LaneCycle:
     """One inference POST. Has the attributes and ``run_asgi`` that uvicorn's protocol uses
     on its own cycles, so the protocol's body, pipelining, disconnect and shutdown handling
-    apply unchanged."""
+    apply unchanged. Like uvicorn's, it holds the protocol only through ``on_response``, which
+    it drops when done: no reference cycle for the garbage collector per connection."""
 
     def __init__(
         self, protocol: InferenceProtocol, target: InferenceTarget, path: str, keep_alive: bool
     ) -> None:
-        self.protocol = protocol
+        assert protocol._inference is not None
+        self.answer = protocol._inference.answer
+        self.server_state = protocol.server_state
+        self.logger = protocol.logger
         self.transport = protocol.transport
         self.flow = protocol.flow
         self.target = target
@@ -150,7 +154,7 @@ class _LaneCycle:
 
     async def run_asgi(self, app: object) -> None:
         try:
-            status, content, headers = await self.protocol._inference.answer(  # type: ignore[union-attr]
+            status, content, headers = await self.answer(
                 self.target, self.path, self.headers, self.read
             )
             await self._write(status, content, headers)
@@ -158,7 +162,7 @@ class _LaneCycle:
             self.transport.close()
             raise
         except Exception:  # writing failed: the connection is unusable, the server is fine
-            self.protocol.logger.exception("could not answer POST %s", self.path)
+            self.logger.exception("could not answer POST %s", self.path)
             self.transport.close()
         finally:
             self.on_response = _nothing
@@ -187,7 +191,7 @@ class _LaneCycle:
             return
         self.waiting_for_100_continue = False
         lines = [STATUS_LINE[status]]
-        for name, value in self.protocol.server_state.default_headers:
+        for name, value in self.server_state.default_headers:
             lines += (name, b": ", value, b"\r\n")
         lines.append(b"content-length: %d\r\n" % len(content))
         for name, value in headers.items():
