@@ -1,13 +1,13 @@
 """uvicorn's httptools protocol with a short lane for inference POSTs.
 
 Why: at thousands of inferences a second, the ASGI round trip per request (a scope dict, a
-request/response cycle with its event, two ``send`` messages whose headers are checked one by
-one, a copy of the body) costs as much CPU as decoding and batching the request. Inference POSTs
-are answered here straight from the parser's callbacks: the body is collected as it arrives,
-``InferenceASGI.answer`` (the same code the ASGI path runs) produces the reply, and the reply is
-written in one call. Every other request, and every case the lane does not handle
-(``limit_concurrency``), goes through uvicorn unchanged, as do keep-alive, pipelining, flow
-control and graceful shutdown, which the lane's cycle takes part in like uvicorn's own.
+request/response cycle, two ``send`` messages whose headers are checked one by one) costs as
+much CPU as decoding and batching the request. Inference POSTs are answered here straight from
+the parser's callbacks: the body is collected as it arrives, ``InferenceASGI.answer`` (the same
+code the ASGI path runs) produces the reply, and the reply is written in one call. Every other
+request, and every case the lane does not handle (websocket upgrades, ``limit_concurrency``),
+goes through uvicorn unchanged, as do keep-alive, pipelining, flow control and graceful
+shutdown, which the lane's cycle takes part in like uvicorn's own.
 
 One thing uvicorn's protocol gets wrong is mended here for every route: a request that offers an
 upgrade the server does not take (``Upgrade: h2c``, sent by ``curl --http2`` and by Java's
