@@ -189,18 +189,16 @@ def test_bad_content_length_is_400(conn: RawConnection) -> None:
     assert conn.closed_by_server()
 
 
-def test_http_1_0_gets_its_answer_and_the_connection_closes(
-    conn: RawConnection, expected: list
+@pytest.mark.parametrize(
+    "request_bytes",
+    [post(version="1.0"), post(extra="connection: close\r\n")],
+    ids=["http-1.0", "connection-close"],
+)
+def test_the_answer_comes_and_the_connection_closes(
+    conn: RawConnection, expected: list, request_bytes: bytes
 ) -> None:
-    conn.send(post(version="1.0"))
-    reply = conn.response()
-    assert (reply.status, reply.json()["outputs"]) == (200, expected)
-    assert reply.headers["connection"] == "close"
-    assert conn.closed_by_server()
-
-
-def test_connection_close_is_honoured(conn: RawConnection, expected: list) -> None:
-    conn.send(post(extra="connection: close\r\n"))
+    """HTTP/1.0 and ``Connection: close`` both end the connection after the answer."""
+    conn.send(request_bytes)
     reply = conn.response()
     assert (reply.status, reply.json()["outputs"]) == (200, expected)
     assert reply.headers["connection"] == "close"

@@ -169,20 +169,19 @@ class _LaneCycle:
 
     async def read(self, content_length: bytes | None, limit: int) -> bytes:
         check_declared_length(content_length, limit)
-        while self.more_body and not self.disconnected:
+        while True:
+            if len(self.body) > limit:
+                raise body_too_large(limit)
+            if self.disconnected:
+                raise client_gone()
+            if not self.more_body:
+                return bytes(self.body)
             if self.waiting_for_100_continue and not self.transport.is_closing():
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 self.waiting_for_100_continue = False
             self.flow.resume_reading()  # the protocol pauses it when the body piles up
             await self.message_event.wait()
             self.message_event.clear()
-            if len(self.body) > limit:
-                raise body_too_large(limit)
-        if self.disconnected:
-            raise client_gone()
-        if len(self.body) > limit:
-            raise body_too_large(limit)
-        return bytes(self.body)
 
     async def _write(self, status: int, content: bytes, headers: dict[str, str]) -> None:
         if self.flow.write_paused and not self.disconnected:
