@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -55,13 +56,20 @@ class _Pending:
 def _batch_key(
     inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None, parameters: Mapping[str, Any]
 ) -> tuple:
-    shapes = tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
+    if len(inputs) == 1:  # most models: no generator to run
+        ((name, a),) = inputs.items()
+        shapes: tuple = ((name, a.dtype.str, a.shape[1:]),)
+    else:
+        shapes = tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
     params = orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS) if parameters else b""
     return (shapes, tuple(outputs) if outputs is not None else None, params)
 
 
 def _rows(inputs: Mapping[str, np.ndarray]) -> int | None:
     """Rows along the batch axis, or None when the request cannot be batched."""
+    if len(inputs) == 1:  # most models: one input, no set to build
+        (array,) = inputs.values()
+        return array.shape[0] if array.ndim else None
     counts = {a.shape[0] if a.ndim else None for a in inputs.values()}
     if len(counts) != 1:
         return None
@@ -256,12 +264,12 @@ def _split(result: Any, rows: list[int]) -> list[dict[str, np.ndarray]]:
     if not isinstance(result, Mapping):
         raise TypeError(f"batched predict returned {type(result).__name__}, not a mapping")
     total = sum(rows)
-    offsets = np.cumsum(rows)[:-1]
+    bounds = list(itertools.accumulate(rows, initial=0))
     pieces: list[dict[str, np.ndarray]] = [{} for _ in rows]
     for name, value in result.items():
         array = np.asarray(value)
         if array.ndim == 0 or array.shape[0] != total:
             raise ValueError(f"output '{name}' has {array.shape} rows, expected {total}")
-        for piece, chunk in zip(pieces, np.split(array, offsets), strict=True):
-            piece[name] = chunk
+        for index, piece in enumerate(pieces):  # views, as np.split gives, at a third the cost
+            piece[name] = array[bounds[index] : bounds[index + 1]]
     return pieces

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -21,30 +22,40 @@ from servekit.types.tensors import (
 def _shape_fits(declared: tuple[int, ...], actual: tuple[int, ...]) -> bool:
     if len(declared) != len(actual):
         return False
-    return all(d in (-1, a) for d, a in zip(declared, actual, strict=True))
+    for want, got in zip(declared, actual, strict=True):  # noqa: SIM110 - no generator per request
+        if want != got and want != -1:
+            return False
+    return True
 
 
 def _check_one(model: str, spec: TensorSpec, tensor: Tensor) -> np.ndarray:
-    if datatype_kind(spec.datatype) != datatype_kind(tensor.datatype):
+    same_type = spec.datatype == tensor.datatype
+    if not same_type and datatype_kind(spec.datatype) != datatype_kind(tensor.datatype):
         raise InvalidInput(
             f"model '{model}' input '{spec.name}': expected datatype {spec.datatype}, "
             f"got {tensor.datatype}"
         )
-    if not _shape_fits(spec.shape, tensor.shape):
+    data = tensor.data
+    if not _shape_fits(spec.shape, data.shape):
         raise InvalidInput(
             f"model '{model}' input '{spec.name}': expected shape {list(spec.shape)}, "
             f"got {list(tensor.shape)}"
         )
-    data = tensor.data
-    if spec.datatype != tensor.datatype:  # numeric to numeric: cast to what the model declares
+    if not same_type:  # numeric to numeric: cast to what the model declares
         data = _cast_input(model, spec, tensor)
     return data
+
+
+@functools.cache
+def _widens(source: np.dtype, target: np.dtype) -> bool:
+    """Whether every ``source`` value fits ``target`` (asked once per pair of dtypes)."""
+    return bool(np.can_cast(source, target, "safe"))
 
 
 def _cast_input(model: str, spec: TensorSpec, tensor: Tensor) -> np.ndarray:
     """Cast to the declared type, refusing values it cannot hold (300 -> UINT8, 1.5 -> INT32)."""
     target = NUMPY_DTYPES[spec.datatype]
-    if np.can_cast(tensor.data.dtype, target, "safe"):  # widening (FP32 -> FP64): always fits
+    if _widens(tensor.data.dtype, target):  # widening (FP32 -> FP64): always fits
         return tensor.data.astype(target)
     try:
         with np.errstate(over="raise", invalid="raise"):
@@ -63,6 +74,8 @@ def validate_inputs(
     model: str, declared: Sequence[TensorSpec], tensors: Sequence[Tensor]
 ) -> dict[str, np.ndarray]:
     """``{name: array}`` in declared order, or an InvalidInput that says what was expected."""
+    if len(tensors) == 1 and len(declared) == 1 and tensors[0].name == declared[0].name:
+        return {declared[0].name: _check_one(model, declared[0], tensors[0])}  # most requests
     by_name: dict[str, Tensor] = {}
     for tensor in tensors:
         if tensor.name in by_name:
@@ -110,24 +123,41 @@ def build_outputs(
     """Tensors in declared order (then any extra the model produced), cast to declared types."""
     if not isinstance(produced, Mapping):
         raise InferenceError(f"model '{model}' returned {type(produced).__name__}, not a mapping")
+    if not requested:  # the common case, without the bookkeeping of requested outputs
+        outputs = [
+            _output(model, spec.name, produced[spec.name], spec.datatype, {})
+            for spec in declared
+            if spec.name in produced
+        ]
+        if len(outputs) < len(produced):  # more than declared: the extra ones follow
+            names = {spec.name for spec in declared}
+            outputs += [
+                _output(model, name, array, None, {})
+                for name, array in produced.items()
+                if name not in names
+            ]
+        return outputs
     types = {spec.name: spec.datatype for spec in declared}
-    order = [spec.name for spec in declared if spec.name in produced]
-    order += [name for name in produced if name not in types]
     parameters = {r.name: r.parameters for r in requested}
-    if requested:
-        missing = [name for name in parameters if name not in produced]
-        if missing:
-            message = f"model '{model}' did not produce the requested output '{missing[0]}'"
-            # A declared output that is missing is the model's fault; otherwise the client's.
-            raise InferenceError(message) if missing[0] in types else InvalidInput(message)
-        order = [name for name in order if name in parameters]
-    outputs = []
-    for name in order:
-        array = np.asarray(produced[name])
-        try:
-            datatype = types.get(name) or datatype_of(array)
-            data = cast_to(name, array, datatype) if name in types else array
-        except (TypeError, InvalidInput) as exc:
-            raise InferenceError(f"model '{model}' output '{name}': {exc}") from None
-        outputs.append(Tensor(name, datatype, data, dict(parameters.get(name, {}))))
-    return outputs
+    missing = [name for name in parameters if name not in produced]
+    if missing:
+        message = f"model '{model}' did not produce the requested output '{missing[0]}'"
+        # A declared output that is missing is the model's fault; otherwise the client's.
+        raise InferenceError(message) if missing[0] in types else InvalidInput(message)
+    order = [spec.name for spec in declared if spec.name in parameters]
+    order += [name for name in produced if name not in types and name in parameters]
+    return [
+        _output(model, name, produced[name], types.get(name), dict(parameters[name]))
+        for name in order
+    ]
+
+
+def _output(model: str, name: str, value: object, declared: str | None, parameters: dict) -> Tensor:
+    """One output as a tensor, cast to its declared datatype (else typed from its dtype)."""
+    array = np.asarray(value)
+    try:
+        if declared is None:
+            return Tensor(name, datatype_of(array), array, parameters)
+        return Tensor(name, declared, cast_to(name, array, declared), parameters)
+    except (TypeError, InvalidInput) as exc:
+        raise InferenceError(f"model '{model}' output '{name}': {exc}") from None

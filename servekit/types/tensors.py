@@ -204,7 +204,14 @@ def _bytes_from_json(name: str, data: list) -> np.ndarray:
 
 def from_raw(name: str, datatype: str, shape: Any, buffer: bytes | memoryview) -> np.ndarray:
     """View raw little-endian bytes as the tensor (no copy for fixed-size datatypes)."""
-    shape = check_shape(name, shape)
+    return view_raw(name, datatype, check_shape(name, shape), buffer)
+
+
+def view_raw(
+    name: str, datatype: str, shape: tuple[int, ...], buffer: bytes | memoryview
+) -> np.ndarray:
+    """``from_raw`` for a shape already known to be non-negative ints (``check_shape``'s
+    result, or a protobuf's repeated int64 whose signs were checked)."""
     dtype = numpy_dtype(datatype, name=name)
     if datatype == "BYTES":
         return _reshape(name, _split_length_prefixed(name, buffer), shape)

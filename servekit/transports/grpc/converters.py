@@ -45,9 +45,9 @@ from servekit.types.tensors import (
     Tensor,
     check_shape,
     element_count,
-    from_raw,
     numpy_dtype,
     to_raw,
+    view_raw,
 )
 
 RAW_OUTPUT_PARAMETER = "binary_data_output"
@@ -116,37 +116,48 @@ def _set_parameter(param: Any, value: Any) -> None:
 
 
 def to_request(message: Any) -> InferenceRequest:
-    """Decode a ``ModelInferRequest``; every problem is an InvalidInput naming the input."""
+    """Decode a ``ModelInferRequest``; every problem is an InvalidInput naming the input.
+
+    Empty maps and lists are not walked: most requests carry no parameters and ask for no
+    outputs by name, and on a loaded server each skipped protobuf access counts."""
     raw = message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
-        raise InvalidInput(
-            f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs; "
-            "send one per input, in input order"
-        )
-    inputs = [
-        _to_tensor(tensor, raw[i] if raw else None) for i, tensor in enumerate(message.inputs)
-    ]
+    declared = message.inputs
+    if raw:
+        if len(raw) != len(declared):
+            raise InvalidInput(
+                f"raw_input_contents has {len(raw)} entries for {len(declared)} inputs; "
+                "send one per input, in input order"
+            )
+        inputs = [_to_tensor(tensor, data) for tensor, data in zip(declared, raw, strict=True)]
+    else:
+        inputs = [_to_tensor(tensor, None) for tensor in declared]
+    parameters, outputs = message.parameters, message.outputs
     return InferenceRequest(
         inputs=inputs,
         id=message.id or None,
-        parameters=to_parameters(message.parameters),
-        outputs=[RequestedOutput(o.name, to_parameters(o.parameters)) for o in message.outputs],
+        parameters=to_parameters(parameters) if parameters else {},
+        outputs=[RequestedOutput(o.name, to_parameters(o.parameters)) for o in outputs]
+        if outputs
+        else [],
     )
 
 
 def _to_tensor(tensor: Any, raw: bytes | None) -> Tensor:
-    name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
+    name, datatype = tensor.name, tensor.datatype
     if raw is not None:
-        given = tensor.contents.ListFields()
-        if given:
+        if tensor.HasField("contents") and (given := tensor.contents.ListFields()):
             raise InvalidInput(
                 f"input '{name}': both raw_input_contents and contents.{given[0][0].name} "
                 "are given; use one"
             )
-        data = from_raw(name, datatype, shape, raw)
+        shape = tuple(tensor.shape)  # protobuf ints: only their sign needs checking
+        if shape and min(shape) < 0:
+            check_shape(name, list(shape))  # raises, with the usual message
+        data = view_raw(name, datatype, shape, raw)
     else:
-        data = _from_contents(name, datatype, shape, tensor.contents)
-    return Tensor(name, datatype, data, to_parameters(tensor.parameters))
+        data = _from_contents(name, datatype, list(tensor.shape), tensor.contents)
+    parameters = tensor.parameters
+    return Tensor(name, datatype, data, to_parameters(parameters) if parameters else {})
 
 
 def _from_contents(name: str, datatype: str, shape: list[int], contents: Any) -> np.ndarray:
@@ -178,7 +189,7 @@ def _from_contents(name: str, datatype: str, shape: list[int], contents: Any) ->
 def wants_raw_output(message: Any) -> bool:
     """Raw outputs if the request asks (``binary_data_output``) or itself used raw inputs."""
     params = message.parameters
-    if RAW_OUTPUT_PARAMETER in params:
+    if params and RAW_OUTPUT_PARAMETER in params:
         param = params[RAW_OUTPUT_PARAMETER]
         if param.WhichOneof("parameter_choice") == "bool_param":
             return bool(param.bool_param)
@@ -195,15 +206,20 @@ def from_response(response: InferenceResponse, *, raw: bool) -> Any:
         model_version=response.model_version or "",
         id=response.id or "",
     )
-    set_parameters(message.parameters, response.parameters)
-    raw = raw or any(t.datatype not in _CONTENTS for t in response.outputs)
-    for tensor in response.outputs:
-        out = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        set_parameters(out.parameters, tensor.parameters)
+    if response.parameters:
+        set_parameters(message.parameters, response.parameters)
+    tensors = response.outputs
+    if not raw:
+        raw = not all(t.datatype in _CONTENTS for t in tensors)
+    added = message.outputs
+    for tensor in tensors:
+        out = added.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.data.shape)
+        if tensor.parameters:
+            set_parameters(out.parameters, tensor.parameters)
         if not raw:
             fill_contents(out.contents, tensor)
     if raw:
-        message.raw_output_contents.extend([to_raw(t.data, t.datatype) for t in response.outputs])
+        message.raw_output_contents.extend([to_raw(t.data, t.datatype) for t in tensors])
     return message
 
 

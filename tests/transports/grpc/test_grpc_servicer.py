@@ -255,6 +255,10 @@ def _bad_shape(request: Any) -> None:
     request.inputs[0].shape[:] = [10, 5]
 
 
+def _negative_dim(request: Any) -> None:
+    request.inputs[0].shape[:] = [-1, 4]
+
+
 def _wrong_contents_field(request: Any) -> None:
     request.inputs[0].contents.fp32_contents.append(1.0)
 
@@ -276,11 +280,16 @@ def _bytes_for_fp64(request: Any) -> None:
         (True, _bad_datatype, "unknown datatype 'FP99'"),
         (False, _bad_shape, "shape [10, 5] needs 50 elements"),
         (True, _bad_shape, "shape [10, 5] of FP64 needs 400 bytes"),
+        (False, _negative_dim, "non-negative integers, got [-1, 4]"),
+        (True, _negative_dim, "non-negative integers, got [-1, 4]"),
         (False, _wrong_contents_field, "FP64 takes fp64_contents, got fp32_contents"),
         (False, _raw_and_contents, "raw_input_contents"),
         (False, _bytes_for_fp64, "expected datatype FP64, got BYTES"),
     ],
-    ids=["datatype-typed", "datatype-raw", "shape-typed", "shape-raw", "field", "both", "kind"],
+    ids=[
+        "datatype-typed", "datatype-raw", "shape-typed", "shape-raw", "negative-typed",
+        "negative-raw", "field", "both", "kind",
+    ],  # fmt: skip
 )
 def test_invalid_inputs_are_invalid_argument(stub: Any, raw: bool, spoil: Any, expected: str):
     request = iris_request(raw=raw)
