@@ -287,8 +287,15 @@ def _bytes_for_fp64(request: Any) -> None:
         (False, _bytes_for_fp64, "expected datatype FP64, got BYTES"),
     ],
     ids=[
-        "datatype-typed", "datatype-raw", "shape-typed", "shape-raw", "negative-typed",
-        "negative-raw", "field", "both", "kind",
+        "datatype-typed",
+        "datatype-raw",
+        "shape-typed",
+        "shape-raw",
+        "negative-typed",
+        "negative-raw",
+        "field",
+        "both",
+        "kind",
     ],  # fmt: skip
 )
 def test_invalid_inputs_are_invalid_argument(stub: Any, raw: bool, spoil: Any, expected: str):
