@@ -56,11 +56,7 @@ class _Pending:
 def _batch_key(
     inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None, parameters: Mapping[str, Any]
 ) -> tuple:
-    if len(inputs) == 1:  # most models: no generator to run
-        ((name, a),) = inputs.items()
-        shapes: tuple = ((name, a.dtype.str, a.shape[1:]),)
-    else:
-        shapes = tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
+    shapes = tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
     params = orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS) if parameters else b""
     return (shapes, tuple(outputs) if outputs is not None else None, params)
 
