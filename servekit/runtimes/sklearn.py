@@ -17,6 +17,7 @@ import numpy as np
 
 from servekit.errors import InvalidInput
 from servekit.runtimes.base import Runtime, Signature, feature_input, single_input
+from servekit.runtimes.sklearn_linear import linear_predict
 from servekit.types.metadata import TensorSpec
 from servekit.types.tensors import datatype_of
 
@@ -49,6 +50,7 @@ class SKLearnRuntime(Runtime):
         final = _final_estimator(self._model)
         self._classes = getattr(final, "classes_", None)
         self._argmax = self._has_proba and type(final).__name__ in ARGMAX_CLASSIFIERS
+        self._fast_predict = linear_predict(self._model)
 
     def predict(
         self,
@@ -65,7 +67,10 @@ class SKLearnRuntime(Runtime):
                 if PREDICT in wanted and self._argmax:  # half the work: one call, both outputs
                     result[PREDICT] = self._classes[result[PREDICT_PROBA].argmax(axis=1)]
             if PREDICT in wanted and PREDICT not in result:
-                result[PREDICT] = np.asarray(self._model.predict(features))
+                fast = self._fast_predict(features) if self._fast_predict is not None else None
+                result[PREDICT] = (
+                    fast if fast is not None else np.asarray(self._model.predict(features))
+                )
         except ValueError as exc:
             if features.dtype.kind == "f" and not np.isfinite(features).all():
                 reason = (str(exc).strip().splitlines() or [""])[0]
