@@ -17,7 +17,7 @@ from servekit.types.tensors import NUMPY_DTYPES, Tensor, from_raw, to_json_data,
 REDACTED = "[redacted]"
 
 
-class TensorRecord(msgspec.Struct, array_like=True, omit_defaults=True):
+class TensorRecord(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
     name: str
     datatype: str
     shape: list[int]
@@ -26,8 +26,12 @@ class TensorRecord(msgspec.Struct, array_like=True, omit_defaults=True):
     """'' when ``data`` holds the tensor, 'redacted' or 'truncated' when it was left out."""
 
 
-class InferenceRecord(msgspec.Struct, array_like=True, kw_only=True):
+class InferenceRecord(msgspec.Struct, array_like=True, kw_only=True, gc=False):
     """One inference, written as a msgpack array in this field order (the journal's format 2).
+
+    Records and tensors are not tracked by the garbage collector (``gc=False``: they never
+    form reference cycles): a sink decodes thousands at a time, and tracked ones made the young
+    collections run that much more often (decoding 0.9-1.5 against 0.7 µs per record here).
 
     The fields the store indexes and the sinks route on come first, so a reader that needs
     only those decodes a prefix (``Routing``, ``IndexedFields``). New fields go at the end:
@@ -57,7 +61,7 @@ class InferenceRecord(msgspec.Struct, array_like=True, kw_only=True):
         return self.time + self.latency_ms / 1000.0
 
 
-class Routing(msgspec.Struct, array_like=True):
+class Routing(msgspec.Struct, array_like=True, gc=False):
     """The leading fields of a record: enough to skip it without decoding its tensors."""
 
     id: str

@@ -24,8 +24,13 @@ T0 = 1_700_000_000.0
 
 
 def records() -> list[InferenceRecord]:
-    iris = [Tensor.from_array("input-0", np.array([[5.1, 3.5, 1.4, 0.2]], np.float32))]
-    label = [Tensor.from_array("predict", np.array([2], np.int64))]
+    def iris(n: int) -> list[Tensor]:  # distinct rows: the batch renderer stacks them
+        return [Tensor.from_array("input-0", np.array([[5.1 + n, 3.5, 1.4, -n]], np.float32))]
+
+    def label(n: int) -> list[Tensor]:
+        return [Tensor.from_array("predict", np.array([n % 3], np.int64))]
+
+    empty = [Tensor.from_array("none", np.zeros((0,), np.float64))]
     varied = [
         Tensor("text", "BYTES", np.array([b"ab", '\u00e9"q'], dtype=object)),
         Tensor.from_array("half", np.array([1.5, -2.25], np.float16)),
@@ -42,8 +47,8 @@ def records() -> list[InferenceRecord]:
             time=T0 + n * 0.0017,
             latency_ms=0.25 + n,
             parameters={"n": n} if n % 2 else {},
-            inputs=capture(iris, NOTHING, 1 << 20),
-            outputs=capture(label, NOTHING, 1 << 20),
+            inputs=capture(iris(n) + (empty if n > 1 else []), NOTHING, 1 << 20),
+            outputs=capture(label(n), NOTHING, 1 << 20),
         )  # fmt: skip
         for n in range(4)
     ]
@@ -73,7 +78,7 @@ def records() -> list[InferenceRecord]:
             time=T0 + 2.999_999_6,
             latency_ms=0.000_4,
             inputs=capture(varied, NOTHING, 1 << 20),
-            outputs=capture(label, NOTHING, 4),  # over the limit: truncated
+            outputs=capture(label(1), NOTHING, 4),  # over the limit: truncated
         )  # fmt: skip
     )
     return made
