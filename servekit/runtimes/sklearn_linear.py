@@ -4,10 +4,10 @@ Why: for one row, ``LogisticRegression.predict`` spends about 80 µs (scikit-lea
 20 in 1.7) in input validation, array-API dispatch and dataframe detection around a 4x3 matrix
 product that takes 2 µs: up to a third of what a small inference costs the server. servekit
 has already validated the tensor (shape, datatype, feature count) against the model's
-signature, so this module computes exactly what
-scikit-learn computes (the same numpy operations in the same order, hence the same bits) for
-the inputs it can vouch for, and hands anything else back to scikit-learn, which then raises
-or warns as it always does (NaN and infinity, sparse or object input, other shapes).
+signature, so this module computes exactly what scikit-learn computes (the same numpy
+operations in the same order, hence the same bits) for the inputs it can vouch for, and hands
+anything else back to scikit-learn, which then raises or warns as it always does (NaN and
+infinity, sparse or object input, other shapes).
 
 Only the listed scikit-learn classes qualify, by exact type: a subclass (or another linear
 model with its own ``predict``, such as ``RidgeClassifier``) keeps calling scikit-learn.
