@@ -203,8 +203,14 @@ class ModelLoader:
         try:
             for _ in range(5):
                 timings.append(await timed_in_thread(sample, None, {}))
-        except Exception:  # noqa: BLE001 - a model may refuse zeros; then stay on threads
-            logger.debug("warm-up of %s failed; predict runs in threads", handle.name)
+        except Exception as exc:  # noqa: BLE001 - a model may refuse zeros; then stay on threads
+            # Said at INFO with the reason: the same failure can mean the model cannot answer
+            # at all (pickled by another scikit-learn version, say), not only that it refuses
+            # zeros.
+            logger.info(
+                "%s: a timing call with zeros failed (%s: %s); predict runs in threads",
+                handle.name, type(exc).__name__, exc,
+            )  # fmt: skip
             return threaded
         if min(timings) < INLINE_BUDGET_SECONDS:
             logger.debug(

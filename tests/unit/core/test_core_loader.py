@@ -157,3 +157,28 @@ def test_a_version_that_fails_its_warmup_never_serves(tmp_path: Path) -> None:
     assert handle.state.value == "FAILED"
     assert handle.error == "warm-up failed: ValueError: negative warm-up value"
     assert handle.predict is None
+
+
+def test_a_model_that_refuses_the_timing_call_stays_in_threads_and_says_why(
+    tmp_path: Path, caplog
+) -> None:
+    (tmp_path / "picky").mkdir()
+    (tmp_path / "picky" / "model.py").write_text(
+        THREAD_MODEL.replace(
+            'time.sleep(self.parameters.get("sleep", 0))',
+            'if not inputs["x"].any():\n                raise ValueError("all zeros")',
+        )
+    )
+
+    async def main() -> str:
+        registry, executor = ModelRegistry(), Executor(2)
+        await ModelLoader(registry, executor, Metrics()).load_all(scan_repository(tmp_path))
+        handle = registry.get("picky")
+        assert handle.ready, handle.error
+        result = await handle.predict({"x": np.ones((1, 2))}, None, {})
+        executor.shutdown()
+        return str(result["thread"][0])
+
+    with caplog.at_level("INFO", logger="servekit.loader"):
+        assert asyncio.run(main()).startswith("servekit-model")
+    assert "picky: a timing call with zeros failed (ValueError: all zeros)" in caplog.text
