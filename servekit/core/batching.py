@@ -11,7 +11,6 @@ request that caused it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections import deque
@@ -87,7 +86,9 @@ class AdaptiveBatcher:
         self._model = model
         self._on_batch = on_batch
         self._queue: deque[_Pending] = deque()
-        self._arrived = asyncio.Event()
+        self._queued_rows = 0
+        self._wakeup: asyncio.Future | None = None
+        self._idle = False  # the runner sleeps until anything arrives (no deadline set)
         self._slots = asyncio.Semaphore(policy.concurrency)
         self._task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
@@ -132,7 +133,11 @@ class AdaptiveBatcher:
             loop.time(),
         )
         self._queue.append(item)
-        self._arrived.set()
+        self._queued_rows += rows
+        if self._wakeup is not None and (
+            self._idle or self._preferred or self._queued_rows >= self.policy.max_batch_size
+        ):
+            self._wake()  # otherwise the deadline's timer wakes the runner: no hop per arrival
         if self.policy.timeout_ms is None:
             return await item.future
         try:
@@ -148,6 +153,24 @@ class AdaptiveBatcher:
                 "in the batching queue"
             ) from None
 
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> None:
+        """Until ``_wake`` or ``deadline`` (loop time). A bare future and one timer: far less
+        work than ``wait_for`` on an Event, which makes a task per wait."""
+        self._wakeup = loop.create_future()
+        self._idle = deadline is None
+        timer = loop.call_at(deadline, self._wake) if deadline is not None else None
+        try:
+            await self._wakeup
+        finally:
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         delay = self.policy.max_batch_delay_ms / 1000
@@ -157,21 +180,18 @@ class AdaptiveBatcher:
             while batch is None:
                 self._drop_expired()
                 if not self._queue:
-                    self._arrived.clear()
-                    await self._arrived.wait()
+                    await self._sleep(loop, None)
                     continue
                 candidates, full = self._candidates()
                 deadline = self._queue[0].enqueued + delay
-                now = loop.time()
-                take = self._ready_prefix(candidates, full, now >= deadline)
+                take = self._ready_prefix(candidates, full, loop.time() >= deadline)
                 if take:
                     batch = candidates[:take]
                     break
-                self._arrived.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), deadline - now)
+                await self._sleep(loop, deadline)
             for item in batch:
                 self._queue.remove(item)
+                self._queued_rows -= item.rows
                 item.started = True
             task = loop.create_task(self._execute(batch))
             self._running.add(task)
@@ -183,7 +203,7 @@ class AdaptiveBatcher:
 
     def _drop_expired(self) -> None:
         while self._queue and (self._queue[0].expired or self._queue[0].future.done()):
-            self._queue.popleft()
+            self._queued_rows -= self._queue.popleft().rows
 
     def _candidates(self) -> tuple[list[_Pending], bool]:
         """Compatible queued requests, oldest first, that fit in one batch together; and
@@ -251,6 +271,7 @@ class AdaptiveBatcher:
             if not item.future.done():
                 item.future.set_exception(Unavailable(f"model '{self._model}' is unloading"))
         self._queue.clear()
+        self._queued_rows = 0
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 

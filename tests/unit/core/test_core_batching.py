@@ -118,6 +118,32 @@ def test_a_full_batch_leaves_without_waiting_for_the_delay() -> None:
     run(main())
 
 
+def test_a_batch_that_fills_while_the_runner_waits_leaves_at_once() -> None:
+    """Arrivals one by one: the runner sleeps on the deadline and is woken only when the
+    queued rows could fill a batch; rows of another shape do not count toward it."""
+
+    async def main() -> None:
+        model = FakeModel()
+        batcher = AdaptiveBatcher(
+            model.predict, BatchingPolicy(max_batch_size=4, max_batch_delay_ms=30_000), "m"
+        )
+        first = asyncio.ensure_future(batcher.predict(rows(2)))
+        await asyncio.sleep(0.02)
+        other = asyncio.ensure_future(batcher.predict(rows(2, width=5)))  # 4 rows queued
+        await asyncio.sleep(0.02)
+        assert model.batches == []  # 4 rows, but no 4 that fit together
+        second = asyncio.ensure_future(batcher.predict(rows(2, start=100.0)))
+        done = await asyncio.wait_for(asyncio.gather(first, second), 10)
+        assert model.batches == [4]
+        assert np.array_equal(done[1]["y"], rows(2, start=100.0)["x"] * 2)
+        assert not other.done()  # still waiting for its own batch (30 s delay)
+        await batcher.stop()
+        with pytest.raises(Unavailable):
+            await other
+
+    run(main())
+
+
 def test_a_preferred_size_leaves_as_soon_as_it_is_reached() -> None:
     async def main() -> None:
         model = FakeModel()
