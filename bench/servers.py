@@ -63,6 +63,7 @@ class Server:
     protocols: tuple[str, ...] = ("rest",)  # subset of rest (V2 JSON), v1, grpc
     startup_timeout: float = 90.0
     distribution: str | None = None  # whose version the label shows
+    environment: dict[str, str] = {}  # added to the server's environment
 
     def layout(self, models: dict[str, Path], workdir: Path) -> None:
         """Write the model folder this server reads (artifacts are ``{name: joblib path}``)."""
@@ -278,6 +279,15 @@ class BareGRPC(Server):
         ]
 
 
+class BareGRPCLegacyListener(BareGRPC):
+    """The same bare server on gRPC core's long-standing listener, which servekit uses by
+    default (``grpc_legacy_listener``), so that the ratio can be read both ways."""
+
+    key = "ceiling-grpc-legacy"
+    label = "ceiling: bare grpc.aio {version}, fixed reply, GRPC_EXPERIMENTS=-event_engine_listener"
+    environment = {"GRPC_EXPERIMENTS": "-event_engine_listener"}
+
+
 SERVERS: list[Server] = [
     Servekit(),
     ServekitBatching(),
@@ -290,6 +300,7 @@ SERVERS: list[Server] = [
     BareHTTP(),
     ThinHTTP(),
     BareGRPC(),
+    BareGRPCLegacyListener(),
 ]
 
 
@@ -303,7 +314,7 @@ class Running:
         self.workdir = workdir
         self.ports = Ports(*free_ports())
         server.layout(models, workdir)
-        environment = {**os.environ, **dict.fromkeys(THREAD_VARS, "1")}
+        environment = {**os.environ, **dict.fromkeys(THREAD_VARS, "1"), **server.environment}
         environment.pop("VIRTUAL_ENV", None)
         if "grpc" in server.protocols:  # perf_analyzer needs ModelConfig: see grpc_shim/
             pythonpath = [*pythonpath, str(PEERS / "grpc_shim")]

@@ -26,6 +26,7 @@ from servekit.observe.payloads.service import PayloadLog
 from servekit.repository.local import scan_repository
 from servekit.settings import Settings
 from servekit.storage import materialize_async
+from servekit.transports.grpc_listener import choose_listener
 from servekit.transports.http import create_app
 from servekit.transports.http.lane import InferenceProtocol
 
@@ -138,6 +139,7 @@ class InferenceServer:
         )
         grpc_server = None
         if settings.grpc_enabled:
+            logger.info(choose_listener(settings.grpc_legacy_listener))  # before grpc loads
             from servekit.transports.grpc import create_grpc_server
 
             grpc_server, self.grpc_port = create_grpc_server(self.dataplane, settings)

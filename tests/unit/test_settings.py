@@ -16,6 +16,7 @@ DEFAULTS = {
     "http_port": 8080,
     "grpc_port": 8081,
     "grpc_enabled": True,
+    "grpc_legacy_listener": True,
     "log_level": "info",
     "log_format": "text",
     "max_request_bytes": 64 * 1024 * 1024,

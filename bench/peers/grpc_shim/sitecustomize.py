@@ -7,10 +7,16 @@ at start-up; it makes every gRPC server add, when it starts and after the server
 one generic handler that answers exactly those two methods with empty messages (an empty model
 config: no batching, no scheduler; no statistics). ``ModelInfer`` and every other method are
 still found among the server's own handlers first, so the inference path is untouched.
+
+The patch is applied when the server imports ``grpc``, not at start-up: gRPC reads its
+``GRPC_EXPERIMENTS`` once, at import, and a server may set it first (servekit does).
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
+import sys
 from typing import Any
 
 _SERVICE = "/inference.GRPCInferenceService/"
@@ -51,4 +57,27 @@ def _install() -> None:
     patch(sync_server._Server, empty_sync)
 
 
-_install()
+class _AfterGrpcImport(importlib.abc.MetaPathFinder):
+    """Runs ``_install`` right after the ``grpc`` package itself has been executed."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != "grpc":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("grpc")
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            execute(module)
+            _install()
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+if "grpc" in sys.modules:
+    _install()
+else:
+    sys.meta_path.insert(0, _AfterGrpcImport())
