@@ -140,10 +140,11 @@ class InferenceServer:
         grpc_server = None
         if settings.grpc_enabled:
             logger.info(choose_listener(settings.grpc_legacy_listener))  # before grpc loads
-            from servekit.transports.grpc import create_grpc_server
+            from servekit.transports.grpc import create_grpc_server, lower_poller_priority
 
             grpc_server, self.grpc_port = create_grpc_server(self.dataplane, settings)
             await grpc_server.start()
+            lower_poller_priority(settings.grpc_poller_nice)
         http_task = asyncio.create_task(http.serve())
         self._install_signal_handlers()
         while not http.started and not http_task.done():

@@ -17,6 +17,7 @@ DEFAULTS = {
     "grpc_port": 8081,
     "grpc_enabled": True,
     "grpc_legacy_listener": True,
+    "grpc_poller_nice": 0,
     "log_level": "info",
     "log_format": "text",
     "max_request_bytes": 64 * 1024 * 1024,

@@ -1,7 +1,9 @@
-"""The server process picks its gRPC listener before grpc loads, and serves on either one."""
+"""gRPC core in the server process: the listener it picks before grpc loads (it serves on
+either one), and the poller thread's priority."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import grpc
@@ -51,3 +53,20 @@ def test_each_listener_serves_and_grpc_knows_the_experiment(
         logs = server.logs()
     assert said in logs
     assert "Unknown experiment" not in logs  # a grpcio that dropped it would say so here
+
+
+def _nice(pid: int, tid: int) -> int:
+    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])  # field 19, counted after pid and comm
+
+
+def test_the_poller_thread_runs_at_the_niceness_asked_for(repository: Path) -> None:
+    with ServerProcess(repository, env={"SERVEKIT_GRPC_POLLER_NICE": "19"}) as server:
+        assert _predict(server.grpc_target) == [0, 2]
+        found = re.search(r"gRPC poller thread ([\d, ]+) at nice 19", server.logs())
+        assert found, server.logs()
+        pid = server.process.pid
+        tids = [int(t) for t in found.group(1).split(", ")]
+        assert tids and all(_nice(pid, tid) == 19 for tid in tids)
+        assert _nice(pid, pid) == 0  # the event loop keeps its priority
+        assert _predict(server.grpc_target) == [0, 2]
