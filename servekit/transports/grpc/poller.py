@@ -4,7 +4,7 @@ grpc.aio runs one thread that waits on gRPC core's completion queue and, with th
 listener, also reads and writes the sockets; it wakes for every packet. On a server whose cores
 are all busy, each wake-up preempts the event loop, so every call costs several context
 switches and the loop's caches go cold between them. At a lower priority the poller mostly runs
-when the event loop waits, and hands it many calls at once: +30 % calls per second for the tiny
+when the event loop waits, and hands it many calls at once: +34-36 % calls per second for the tiny
 model without batching on one core, but fewer with adaptive batching (README, "Performance").
 Off by default. Linux only: there a thread's niceness is its own.
 """
