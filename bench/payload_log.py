@@ -43,6 +43,7 @@ from servekit.testing.event_receiver import ReceiverProcess  # noqa: E402
 
 CONFIGS = {  # key: (label, HTTP sink content mode or None, payload log enabled, store on)
     "off": ("off (`payload_log.enabled: false`)", None, False, False),
+    "journal": ("spool only (store off, no sink: the hot path's share)", None, True, False),
     "store": ("store only (default)", None, True, True),
     "http": ("HTTP sink only, batch mode (store off)", "batch", True, False),
     "batch": ("store + HTTP sink, batch mode", "batch", True, True),

@@ -326,21 +326,22 @@ class DataPlane:
         """Hand the inference to the payload log; a logging failure never fails the request."""
         try:
             self.payload_log.record(  # type: ignore[union-attr]
+                # by position, in record()'s order: this runs for every inference
                 handle.payload_log if handle is not None else None,
-                event_id=context.request_id or "",
-                model=handle.name if handle is not None else name,
-                version=handle.version if handle is not None else (version or ""),
-                protocol=context.protocol,
-                started=started_wall,
-                latency_ms=elapsed * 1000.0,
-                status=status,
-                http_status=error.code.http_status if error is not None else 200,
-                error=error.message if error is not None else None,
-                inputs=request.inputs if request is not None else None,
-                outputs=response.outputs if response is not None else None,
-                parameters=request.parameters if request is not None else {},
-                service=context.service,
-                variant=context.variant,
+                context.request_id or "",
+                handle.name if handle is not None else name,
+                handle.version if handle is not None else (version or ""),
+                context.protocol,
+                started_wall,
+                elapsed * 1000.0,
+                status,
+                error.code.http_status if error is not None else 200,
+                error.message if error is not None else None,
+                request.inputs if request is not None else None,
+                response.outputs if response is not None else None,
+                request.parameters if request is not None else {},
+                context.service,
+                context.variant,
             )
         except Exception:  # noqa: BLE001 - logged loudly, never the client's problem
             logger.exception("payload log: could not record inference %s", context.request_id)

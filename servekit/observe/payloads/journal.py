@@ -71,9 +71,17 @@ class Journal:
         """Records each consumer lost because the journal was full (policy 'drop')."""
         self.end = 0
         """The offset the next record gets."""
-        self._size = 0
+        self._written = 0
+        """Bytes of records appended (by the writer only, so its fast path needs no lock)."""
+        self._trimmed = 0
+        """Bytes of segments trimmed or dropped (under the lock): the size is the difference."""
         self._cursor_fds: dict[str, int] = {}
         self._map: mmap.mmap
+        self._view: memoryview
+        """The writable view of the current segment (slice assignment costs half the mmap's)."""
+        self._capacity = 0
+        self._position = 0
+        """Where the next record goes in the current segment (its ``size``)."""
         self._open_segments()
 
     # -- writing (the event loop's thread) ----------------------------------------------------
@@ -90,8 +98,8 @@ class Journal:
         last = self._segments[-1]
         self.end = last.first + count
         self._map_for_writing(last, max(self.segment_bytes, last.path.stat().st_size))
-        self._map[last.size :] = bytes(len(self._map) - last.size)  # a torn tail: zero it
-        self._size = sum(s.size for s in self._segments)
+        self._view[last.size :] = bytes(self._capacity - last.size)  # a torn tail: zero it
+        self._written = sum(s.size for s in self._segments)
 
     def _map_for_writing(self, segment: _Segment, capacity: int) -> None:
         fd = os.open(segment.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -106,54 +114,80 @@ class Journal:
             self._map = mmap.mmap(fd, capacity)
         finally:
             os.close(fd)
+        self._view = memoryview(self._map)
+        self._capacity = capacity
+        self._position = segment.size
+
+    def _unmap(self) -> None:
+        self._view.release()
+        self._map.close()
 
     @property
     def size(self) -> int:
-        return self._size
+        return self._written - self._trimmed
 
     @property
     def full(self) -> bool:
-        return self.on_full == "block" and self._size >= self.max_bytes
+        return self.on_full == "block" and self._written - self._trimmed >= self.max_bytes
 
     def append(self, payload: bytes, *, force: bool = False) -> int:
         """Write one record; its offset. Raises JournalFull at the limit (policy 'block')
-        unless ``force``: a request admitted before the limit was reached is still logged."""
-        if not payload:
-            raise ValueError("a journal record cannot be empty (a zero length marks the end)")
-        needed = _FRAME.size + len(payload)
-        with self._lock:
-            current = self._segments[-1]
-            if current.size + needed > len(self._map):
-                if current.size:
-                    self._rotate(needed)
-                else:  # an empty segment: grow it rather than start one at the same offset
-                    self._map.close()
-                    self._map_for_writing(current, max(self.segment_bytes, needed))
-            if self._size + needed > self.max_bytes and not self._make_room(needed) and not force:
-                raise JournalFull(
-                    f"the payload log spool is full ({self.max_bytes} bytes) "
-                    "because a sink is not keeping up"
-                )
-            segment = self._segments[-1]  # _make_room may have rotated
-            position = segment.size
-            # The payload, then its header: a reader (in another thread, or after a crash) that
-            # finds a zero length has not got a whole record yet, and checks the CRC anyway.
+        unless ``force``: a request admitted before the limit was reached is still logged.
+
+        One writer thread (the event loop's): the common case takes no lock, since only the
+        writer moves ``_position``, ``_written`` and ``end``, and consumers only ever trim
+        whole segments before the current one (under the lock, as the slow path does)."""
+        length = len(payload)
+        position = self._position
+        start = position + _FRAME.size
+        stop = start + length
+        if (
+            not length
+            or stop > self._capacity
+            or self._written - self._trimmed + stop - position > self.max_bytes
+        ):
+            with self._lock:
+                position = self._make_space(length, force)
             start = position + _FRAME.size
-            self._map[start : start + len(payload)] = payload
-            _FRAME.pack_into(self._map, position, len(payload), zlib.crc32(payload))
-            if self.fsync:
-                self._map.flush()
-            segment.size += needed
-            self._size += needed
-            offset = self.end
-            self.end += 1
-            return offset
+            stop = start + length
+        # The payload, then its header: a reader (in another thread or process, or after a
+        # crash) that finds a zero length has not got a whole record yet; CRC checked too.
+        view = self._view
+        view[start:stop] = payload
+        _FRAME.pack_into(view, position, length, zlib.crc32(payload))
+        if self.fsync:
+            self._map.flush()
+        self._position = stop
+        self._written += stop - position
+        offset = self.end
+        self.end = offset + 1
+        return offset
+
+    def _make_space(self, length: int, force: bool) -> int:
+        """The slow path of ``append`` (a new segment, or the size limit): where to write."""
+        if not length:
+            raise ValueError("a journal record cannot be empty (a zero length marks the end)")
+        needed = _FRAME.size + length
+        current = self._segments[-1]
+        current.size = self._position
+        if current.size + needed > self._capacity:
+            if current.size:
+                self._rotate(needed)
+            else:  # an empty segment: grow it rather than start one at the same offset
+                self._unmap()
+                self._map_for_writing(current, max(self.segment_bytes, needed))
+        if self.size + needed > self.max_bytes and not self._make_room(needed) and not force:
+            raise JournalFull(
+                f"the payload log spool is full ({self.max_bytes} bytes) "
+                "because a sink is not keeping up"
+            )
+        return self._position  # _make_room may have rotated
 
     def _rotate(self, needed: int = 0) -> _Segment:
+        self._segments[-1].size = self._position
         segment = _Segment(self.end, self._segments_dir / _name(self.end))
-        previous = self._map
+        self._unmap()
         self._map_for_writing(segment, max(self.segment_bytes, needed))
-        previous.close()
         self._segments.append(segment)
         return segment
 
@@ -165,7 +199,7 @@ class Journal:
             if self.on_full != "drop":
                 return False
             if len(self._segments) < 2:
-                if self._segments[0].size == 0:
+                if self._position == 0:
                     return False  # one record larger than the whole spool
                 self._rotate(needed)  # so that the segment being written can be dropped too
             oldest, following = self._segments[0], self._segments[1]
@@ -182,13 +216,13 @@ class Journal:
                         "payload log spool full: sink %r lost %d events (policy 'drop')", name, lost
                     )
             oldest.path.unlink(missing_ok=True)
-            self._size -= self._segments.pop(0).size
+            self._trimmed += self._segments.pop(0).size
         return True
 
     def close(self) -> None:
         with self._lock:
             if not self._map.closed:
-                self._map.close()
+                self._unmap()
             for fd in self._cursor_fds.values():
                 os.close(fd)
             self._cursor_fds.clear()
@@ -220,6 +254,10 @@ class Journal:
     def cursor(self, name: str) -> int:
         return self._cursors[name]
 
+    def committed(self, name: str) -> int:
+        """Where ``name`` has delivered up to (the end when no such consumer is registered)."""
+        return self._cursors.get(name, self.end)
+
     def commit(self, name: str, offset: int) -> None:
         """``name`` has delivered everything before ``offset``."""
         with self._lock:
@@ -248,7 +286,7 @@ class Journal:
         trimmed = []
         while len(self._segments) > 1 and self._segments[1].first <= low:
             segment = self._segments.pop(0)
-            self._size -= segment.size
+            self._trimmed += segment.size
             trimmed.append(segment.path)
         return trimmed
 

@@ -170,22 +170,22 @@ def capture(
 def capture_raw(
     tensors: list[Tensor] | None, redact: frozenset[str], max_bytes: int
 ) -> list[tuple] | None:
-    """``capture`` as ``TensorRecord``-ordered tuples, for ``encode_fields`` on the hot path."""
+    """``capture`` as ``TensorRecord``-ordered tuples, for ``encode_fields`` on the hot path
+    (written for few branches per tensor: it runs twice per inference)."""
     if tensors is None:
         return None
     captured = []
     for tensor in tensors:
         data = tensor.data
-        if tensor.name in redact:
+        if redact and tensor.name in redact:
             captured.append((tensor.name, tensor.datatype, data.shape, b"", "redacted"))
-        elif tensor.datatype != "BYTES" and data.nbytes > max_bytes:
-            captured.append((tensor.name, tensor.datatype, data.shape, b"", "truncated"))
-        else:
+            continue
+        if data.nbytes <= max_bytes or tensor.datatype == "BYTES":  # BYTES: pointers' size
             raw = to_raw(data, tensor.datatype)
-            if len(raw) > max_bytes:
-                captured.append((tensor.name, tensor.datatype, data.shape, b"", "truncated"))
-            else:
+            if len(raw) <= max_bytes:
                 captured.append((tensor.name, tensor.datatype, data.shape, raw, ""))
+                continue
+        captured.append((tensor.name, tensor.datatype, data.shape, b"", "truncated"))
     return captured
 
 

@@ -219,11 +219,12 @@ class PayloadStore:
     # -- reading ----------------------------------------------------------------------------
 
     def has_inference(self, model: str, event_id: str) -> str | None:
-        """The version that answered ``event_id`` for ``model``, or None if none is stored."""
+        """The version that answered ``event_id`` for ``model``, or None if no prediction is
+        stored (a failed inference predicted nothing, so feedback has nothing to join)."""
         row = (
             self.connection()
             .execute(
-                "SELECT version FROM inferences WHERE id = ? AND model = ? "
+                "SELECT version FROM inferences WHERE id = ? AND model = ? AND status = 'ok' "
                 "ORDER BY seq DESC LIMIT 1",
                 (event_id, model),
             )

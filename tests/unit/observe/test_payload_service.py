@@ -352,35 +352,55 @@ def pause_store(
     return release, entered
 
 
-def test_find_version_from_memory_then_from_the_store(
+def test_find_version_waits_for_a_prediction_still_on_its_way_to_the_store(
     logs: Logs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service, "RECENT_IDS", 5)
     log = logs.start()
     release, entered = pause_store(log, monkeypatch)
+    found: list[str | None] = []
     try:
         record(log, 0, version="3")
         assert entered.wait(TIMEOUT)
         assert log.store.has_inference("iris", "req-0") is None  # type: ignore[union-attr]
-        assert log.find_version("iris", "req-0") == "3"  # not stored yet: from memory
-        assert log.find_version("wine", "req-0") is None  # ids are per model
-        record(log, 1, status="internal")  # failed inferences are not remembered
-        assert log.find_version("iris", "req-1") is None
+        lookup = threading.Thread(target=lambda: found.append(log.find_version("iris", "req-0")))
+        lookup.start()
+        time.sleep(0.2)
+        assert lookup.is_alive() and not found  # journaled, not stored: it waits
     finally:
         release.set()
-    for n in range(2, 12):  # pushes req-0 out of the 5 remembered ids
+    lookup.join(TIMEOUT)
+    assert found == ["3"]
+    record(log, 1, status="internal")  # a failed inference answers nothing
+    for n in range(2, 12):
         record(log, n, version="4")
-    flushed(log)
-    assert log.find_version("iris", "req-0") == "3"  # now from the store
+    assert log.find_version("iris", "req-1") is None
+    assert log.find_version("wine", "req-0") is None  # ids are per model
     assert log.find_version("iris", "req-11") == "4"
     assert log.find_version("iris", "unknown") is None
 
-    # After a restart, memory is empty and the store answers.
-    logs.stop(log)
+    logs.stop(log)  # after a restart the store answers
     again = logs.start()
     assert again.find_version("iris", "req-0") == "3"
     assert again.find_version("iris", "req-7") == "4"
     assert again.find_version("iris", "nope") is None
+
+
+def test_find_version_gives_up_when_the_store_stays_behind(
+    logs: Logs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "STORE_WAIT_SECONDS", 0.3)
+    log = logs.start()
+    release, entered = pause_store(log, monkeypatch)
+    try:
+        record(log, 0)
+        assert entered.wait(TIMEOUT)
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="not in the payload store yet"):
+            log.find_version("iris", "req-0")
+        assert 0.3 <= time.monotonic() - started < 3.0
+    finally:
+        release.set()
+    assert log.find_version("iris", "req-0") == "1"
 
 
 def test_admit_refuses_while_the_spool_is_full(logs: Logs) -> None:
@@ -497,7 +517,6 @@ def test_feedback_before_its_prediction_is_stored_joins_when_it_lands(
     try:
         record(log, 2, version="7")  # predicts label 2
         assert entered.wait(TIMEOUT)  # appended and read, but not in the store yet
-        assert log.find_version("iris", "req-2") == "7"
         store.add_feedback("iris", "req-2", truth=2, reward=1.0)
         assert store.counts() == {"inferences": 0, "feedback": 1}
         assert store.labelled("iris") == []  # nothing to join yet
