@@ -62,6 +62,7 @@ DEFAULTS = {
         "redact": [],
         "max_payload_bytes": 256 * 1024,
         "shutdown_flush_seconds": 5.0,
+        "delivery": "process",
         "sink_nice": 10,
         "performance_windows_seconds": [300.0, 3600.0, 86400.0],
     },

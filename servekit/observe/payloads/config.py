@@ -125,6 +125,12 @@ class PayloadLogSettings(_Strict):
     shutdown_flush_seconds: float = Field(
         default=5.0, ge=0, description="How long shutdown waits for sinks to catch up."
     )
+    delivery: Literal["process", "thread"] = Field(
+        default="process",
+        description="Where the sinks run: 'process', a shipper process beside the server (the "
+        "serving process only appends to the spool; delivery uses another core), or 'thread', "
+        "threads of the serving process (one process less; delivery shares its GIL and core).",
+    )
     sink_nice: int = Field(
         default=10,
         ge=0,

@@ -16,19 +16,22 @@ finds a zero length or a bad checksum knows the record is not complete yet.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import mmap
 import os
 import struct
 import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 logger = logging.getLogger("servekit.payloads")
 
 _FRAME = struct.Struct("<II")
-_SUFFIX = ".seg"
+SEGMENT_SUFFIX = ".seg"
 
 
 class JournalFull(Exception):
@@ -76,6 +79,8 @@ class Journal:
         self._trimmed = 0
         """Bytes of segments trimmed or dropped (under the lock): the size is the difference."""
         self._cursor_fds: dict[str, int] = {}
+        self._external: set[str] = set()
+        """Consumers in another process (the shipper): their cursors are read from their files."""
         self._map: mmap.mmap
         self._view: memoryview
         """The writable view of the current segment (slice assignment costs half the mmap's)."""
@@ -87,14 +92,14 @@ class Journal:
     # -- writing (the event loop's thread) ----------------------------------------------------
 
     def _open_segments(self) -> None:
-        for path in sorted(self._segments_dir.glob("*" + _SUFFIX), key=_first_offset):
-            self._segments.append(_Segment(_first_offset(path), path))
+        for path in sorted(self._segments_dir.glob("*" + SEGMENT_SUFFIX), key=first_offset):
+            self._segments.append(_Segment(first_offset(path), path))
         if not self._segments:
-            self._segments.append(_Segment(0, self._segments_dir / _name(0)))
+            self._segments.append(_Segment(0, self._segments_dir / segment_name(0)))
             self._map_for_writing(self._segments[0], self.segment_bytes)
             return
         for segment in self._segments:
-            count, segment.size = _scan(segment.path)
+            count, segment.size = scan_segment(segment.path)
         last = self._segments[-1]
         self.end = last.first + count
         self._map_for_writing(last, max(self.segment_bytes, last.path.stat().st_size))
@@ -185,7 +190,7 @@ class Journal:
 
     def _rotate(self, needed: int = 0) -> _Segment:
         self._segments[-1].size = self._position
-        segment = _Segment(self.end, self._segments_dir / _name(self.end))
+        segment = _Segment(self.end, self._segments_dir / segment_name(self.end))
         self._unmap()
         self._map_for_writing(segment, max(self.segment_bytes, needed))
         self._segments.append(segment)
@@ -193,6 +198,7 @@ class Journal:
 
     def _make_room(self, needed: int) -> bool:
         """Trim delivered segments; with policy 'drop', also the oldest undelivered ones."""
+        self._refresh_external_locked()
         for path in self._trim_locked():
             path.unlink(missing_ok=True)  # the space must be free before writing on
         while self.size + needed > self.max_bytes:
@@ -246,6 +252,27 @@ class Journal:
             self._cursors[name] = cursor
             return cursor
 
+    def add_external(self, name: str) -> int:
+        """A consumer that runs in another process and commits to its cursor file itself
+        (``SpoolFollower``): this journal reads the file to trim and to count drops."""
+        cursor = self.register(name)
+        with self._lock:
+            self._external.add(name)
+            self._write_cursor(name, cursor)  # so the other process starts where this one says
+        return cursor
+
+    def maintain(self) -> None:
+        """Catch up with the external consumers' cursor files and remove the segments every
+        consumer is past (external consumers cannot trim: only the writer knows the
+        segments in use). Called periodically; cheap when nothing moved."""
+        if not self._external:
+            return
+        with self._lock:
+            self._refresh_external_locked()
+            trimmed = self._trim_locked()
+        for path in trimmed:
+            path.unlink(missing_ok=True)
+
     def unregister(self, name: str) -> None:
         with self._lock:
             self._cursors.pop(name, None)
@@ -254,8 +281,17 @@ class Journal:
     def cursor(self, name: str) -> int:
         return self._cursors[name]
 
+    def _refresh_external_locked(self) -> None:
+        for name in self._external:
+            found = read_cursor(self._cursor_fd(name))
+            if found is not None and found > self._cursors[name]:
+                self._cursors[name] = min(found, self.end)
+
     def committed(self, name: str) -> int:
         """Where ``name`` has delivered up to (the end when no such consumer is registered)."""
+        if name in self._external:
+            found = read_cursor(self._cursor_fd(name))
+            return max(found or 0, self._cursors[name])
         return self._cursors.get(name, self.end)
 
     def commit(self, name: str, offset: int) -> None:
@@ -271,13 +307,40 @@ class Journal:
         for path in trimmed:
             path.unlink(missing_ok=True)
 
-    def _write_cursor(self, name: str, offset: int) -> None:
-        """One fixed-width write in place: a single small write cannot be torn by a crash."""
+    def _cursor_fd(self, name: str) -> int:
         fd = self._cursor_fds.get(name)
         if fd is None:
             path = self._cursors_dir / name
             fd = self._cursor_fds[name] = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        os.pwrite(fd, b"%020d" % offset, 0)
+        return fd
+
+    def _write_cursor(self, name: str, offset: int) -> None:
+        """One fixed-width write in place: a single small write cannot be torn by a crash.
+        An external consumer's file is written under its lock, never backwards."""
+        fd = self._cursor_fd(name)
+        if name in self._external:
+            write_cursor_forward(fd, offset)
+        else:
+            os.pwrite(fd, b"%020d" % offset, 0)
+
+    # -- what a JournalReader asks of its source ----------------------------------------------
+
+    def _locate_next(self, offset: int) -> tuple[Path, int] | None:
+        return self._locate(offset)
+
+    def _note_read(
+        self, name: str, next_offset: int, out: list[tuple[int, bytes]]
+    ) -> list[tuple[int, bytes]]:
+        """Record how far ``name`` has read; ``out`` without what was dropped meanwhile."""
+        with self._lock:  # atomic with respect to a drop
+            cursor = self._cursors[name]
+            if out and out[0][0] < cursor:  # dropped (and counted) while the reader read them
+                out = [record for record in out if record[0] >= cursor]
+            self._read[name] = next_offset
+        return out
+
+    def _rewound(self, name: str, next_offset: int) -> None:
+        self._read[name] = next_offset
 
     def _trim_locked(self) -> list[Path]:
         """Forget the segments every consumer is past; their files, for the caller to remove
@@ -293,6 +356,31 @@ class Journal:
     def reader(self, name: str) -> JournalReader:
         return JournalReader(self, name)
 
+    def records(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        """The records from ``start`` to ``stop`` (a lookup, not a consumer: nothing is
+        committed; it ends early where segments were trimmed meanwhile)."""
+        offset = start
+        while offset < stop:
+            located = self._locate(offset)
+            if located is None:
+                return
+            path, number = located
+            try:
+                with open(path, "rb") as handle:
+                    view = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                return
+            with view:
+                position = 0
+                while number < stop and (record := _record_at(view, position)) is not None:
+                    if number >= offset:
+                        yield number, record
+                    position += _FRAME.size + len(record)
+                    number += 1
+            if number <= offset:
+                return  # nothing more written yet
+            offset = number
+
     def _locate(self, offset: int) -> tuple[Path, int] | None:
         with self._lock:
             for segment, following in zip(self._segments, [*self._segments[1:], None], strict=True):
@@ -304,7 +392,7 @@ class Journal:
 class JournalReader:
     """Sequential reads for one consumer, from its cursor, across memory-mapped segments."""
 
-    def __init__(self, journal: Journal, name: str) -> None:
+    def __init__(self, journal: Journal | SpoolSource, name: str) -> None:
         self._journal = journal
         self._name = name
         self._map: mmap.mmap | None = None
@@ -316,7 +404,7 @@ class JournalReader:
         """Read again from the committed cursor (after a failed delivery or a drop)."""
         self._close()
         self._next = self._journal.cursor(self._name)
-        self._journal._read[self._name] = self._next
+        self._journal._rewound(self._name, self._next)
 
     def read(self, max_records: int, max_bytes: int | None = None) -> list[tuple[int, bytes]]:
         """The next records (at most ``max_records``; once ``max_bytes`` is reached no more,
@@ -330,7 +418,7 @@ class JournalReader:
                 break
             record = _record_at(self._map, self._position)  # type: ignore[arg-type]
             if record is None:  # end of this segment, or a record still being written
-                located = self._journal._locate(self._next)
+                located = self._journal._locate_next(self._next)
                 if located is not None and located[0] != self._path:
                     self._close()  # the next segment holds self._next
                     continue
@@ -340,16 +428,10 @@ class JournalReader:
                 budget = max(budget - len(record), 0)
             self._position += _FRAME.size + len(record)
             self._next += 1
-        journal = self._journal
-        with journal._lock:  # atomic with respect to a drop
-            cursor = journal._cursors[self._name]
-            if out and out[0][0] < cursor:  # dropped (and counted) while this call read them
-                out = [record for record in out if record[0] >= cursor]
-            journal._read[self._name] = self._next
-        return out
+        return self._journal._note_read(self._name, self._next, out)
 
     def _open(self) -> bool:
-        located = self._journal._locate(self._next)
+        located = self._journal._locate_next(self._next)
         if located is None:
             return False
         path, first = located
@@ -386,15 +468,50 @@ def _record_at(view: mmap.mmap, position: int) -> bytes | None:
     return payload if zlib.crc32(payload) == crc else None
 
 
-def _name(first: int) -> str:
-    return f"{first:020d}{_SUFFIX}"
+class SpoolSource(Protocol):
+    """What a JournalReader reads through: the Journal itself, or a SpoolFollower in
+    another process."""
+
+    end: int
+
+    def cursor(self, name: str) -> int: ...
+    def _locate_next(self, offset: int) -> tuple[Path, int] | None: ...
+    def _note_read(
+        self, name: str, next_offset: int, out: list[tuple[int, bytes]]
+    ) -> list[tuple[int, bytes]]: ...
+    def _rewound(self, name: str, next_offset: int) -> None: ...
 
 
-def _first_offset(path: Path) -> int:
-    return int(path.name[: -len(_SUFFIX)])
+def read_cursor(fd: int) -> int | None:
+    """The offset a cursor file holds (None when empty or unreadable)."""
+    try:
+        return int(os.pread(fd, 20, 0))
+    except (OSError, ValueError):
+        return None
 
 
-def _scan(path: Path) -> tuple[int, int]:
+def write_cursor_forward(fd: int, offset: int) -> None:
+    """Write ``offset`` unless the file already holds a later one, under the file's lock: two
+    processes move an external consumer's cursor (the consumer as it delivers, the writer
+    when it drops records), and it must never go back."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        found = read_cursor(fd)
+        if found is None or offset > found:
+            os.pwrite(fd, b"%020d" % offset, 0)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def segment_name(first: int) -> str:
+    return f"{first:020d}{SEGMENT_SUFFIX}"
+
+
+def first_offset(path: Path) -> int:
+    return int(path.name[: -len(SEGMENT_SUFFIX)])
+
+
+def scan_segment(path: Path) -> tuple[int, int]:
     """(whole records, bytes they span) from the start of a segment file."""
     count = valid = 0
     with open(path, "rb") as handle:

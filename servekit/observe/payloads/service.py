@@ -23,7 +23,13 @@ from servekit.observe.payloads.config import ModelPayloadLog, PayloadLogSettings
 from servekit.observe.payloads.delivery import SinkWorker, sampled
 from servekit.observe.payloads.journal import Journal, JournalFull
 from servekit.observe.payloads.metrics import PayloadMetrics
-from servekit.observe.payloads.record import capture_raw, encode_fields, redact_parameters
+from servekit.observe.payloads.record import (
+    capture_raw,
+    decode_routing,
+    encode_fields,
+    redact_parameters,
+)
+from servekit.observe.payloads.shipper import ShipperProcess, sink_names, store_path
 from servekit.observe.payloads.sinks import Sink, build_sink, unique_names
 from servekit.observe.payloads.sinks.store import StoreSink
 from servekit.observe.payloads.store import PayloadStore
@@ -40,10 +46,9 @@ RECENT_IDS = 100_000
 """At least this many of the latest ids answered through a service are kept in memory (at most
 twice as many), so feedback that names the service finds the model that answered."""
 
-STORE_POLL_SECONDS = 0.01
-STORE_WAIT_SECONDS = 5.0
-"""How long feedback for an id the store does not have waits for the store to catch up with
-the journal (the prediction may be spooled but not stored yet) before it answers 503."""
+SPOOL_LOOKUP_RECORDS = 200_000
+"""Feedback for an id the store does not have yet looks through at most this many spooled
+records that the store has not taken (about 0.1 s); further behind, it answers 503."""
 
 
 class RecentIds:
@@ -88,30 +93,39 @@ class PayloadLog:
         self._rate = settings.sample_rate
         self._max_payload = settings.max_payload_bytes
         self._lock_fd: int | None = None
+        self._shipper: ShipperProcess | None = None
         self._switch_interval: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self, consumers: Sequence[Sink] = ()) -> None:
-        """Open the spool and start a delivery thread per sink; ``consumers`` are in-process
-        readers of the same journal (model monitoring), delivered to like any sink."""
+        """Open the spool and start delivering: the configured sinks in the shipper process
+        (or in threads, ``delivery: thread``); ``consumers`` are in-process readers of the same
+        journal (model monitoring), delivered to by a thread each like a sink."""
         settings = self.settings
         directory = settings.directory.expanduser()
         directory.mkdir(parents=True, exist_ok=True)
         self._lock_directory(directory)
         try:
             unique_names(settings.sinks, {"store", *(c.name for c in consumers)})
-            sinks = [build_sink(config) for config in settings.sinks]
-            sinks.extend(consumers)
+            if settings.delivery == "thread":
+                sinks = [build_sink(config) for config in settings.sinks]  # fail before opening
             if settings.store.enabled:
-                self.store = PayloadStore(settings.store.path or directory / "store.sqlite")
-                sinks.insert(0, StoreSink(self.store, settings.store))
+                self.store = PayloadStore(store_path(settings))
             self._journal = Journal(
                 directory / "spool",
                 max_bytes=settings.spool_max_bytes,
                 on_full=settings.on_spool_full,
                 fsync=settings.fsync,
             )
+            if settings.delivery == "thread":
+                if self.store is not None:
+                    sinks.insert(0, StoreSink(self.store, settings.store))
+                sinks.extend(consumers)
+            else:
+                sinks = list(consumers)
+                if sink_names(settings):
+                    self._shipper = ShipperProcess(settings, self._journal, self.metrics)
             self._workers = [
                 SinkWorker(sink, self._journal, self.metrics, settings.sink_nice) for sink in sinks
             ]
@@ -131,7 +145,9 @@ class PayloadLog:
             sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         for worker in self._workers:
             worker.start()
-        backlog = {w.sink.name: w.pending for w in self._workers if w.pending}
+        if self._shipper is not None:
+            self._shipper.start()
+        backlog = {name: count for name, count in self.pending().items() if count}
         if backlog:
             logger.info("payload log: replaying spooled events %s", backlog)
 
@@ -150,6 +166,8 @@ class PayloadLog:
     def stop(self) -> None:
         """Let the sinks catch up for a while; what is left stays spooled for the next start."""
         deadline = time.monotonic() + self.settings.shutdown_flush_seconds
+        if self._shipper is not None:
+            self._shipper.stop(deadline)
         for worker in self._workers:
             if not worker.wait_caught_up(deadline):
                 logger.warning(
@@ -173,10 +191,15 @@ class PayloadLog:
 
     @property
     def sink_names(self) -> list[str]:
-        return [w.sink.name for w in self._workers]
+        shipped = self._shipper.names if self._shipper is not None else []
+        return [*shipped, *(w.sink.name for w in self._workers)]
 
     def pending(self) -> dict[str, int]:
-        return {w.sink.name: w.pending for w in self._workers}
+        """Records journaled but not delivered yet, per sink."""
+        found = {w.sink.name: w.pending for w in self._workers}
+        if self._shipper is not None:
+            found |= {name: self._shipper.pending(name) for name in self._shipper.names}
+        return found
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -247,23 +270,27 @@ class PayloadLog:
         return self._served_by.get(service, event_id)
 
     def find_version(self, model: str, event_id: str) -> str | None:
-        """The version that answered ``event_id``, from the store. An id the store does not
-        have may still be on its way (journaled, not stored): then this waits until the store
-        sink has passed every record journaled before the call, so early feedback joins. It
-        blocks (call it in a thread) and raises Unavailable when the store stays behind."""
+        """The version that answered ``event_id``: from the store, or, for a prediction that
+        is spooled but not stored yet (feedback right after the response), from the spool's
+        records the store has not taken. Blocking: call it in a thread."""
         store = self.store
         if store is None:
             return None
         version = store.has_inference(model, event_id)
         if version is not None or self._journal is None:
             return version
-        target = self._journal.end
-        deadline = time.monotonic() + STORE_WAIT_SECONDS
-        while self._journal.committed(StoreSink.name) < target:
-            if time.monotonic() >= deadline:
-                raise Unavailable(
-                    f"prediction '{event_id}' is not in the payload store yet and the store is "
-                    "behind the spool; retry later"
-                )
-            time.sleep(STORE_POLL_SECONDS)
-        return store.has_inference(model, event_id)
+        if not sampled(event_id, self.settings.store.sample_rate):
+            return None  # the store will not keep it: nothing for feedback to join
+        journal = self._journal
+        end = journal.end
+        start = journal.committed(StoreSink.name)
+        if end - start > SPOOL_LOOKUP_RECORDS:
+            raise Unavailable(
+                f"prediction '{event_id}' is not in the payload store and the store is "
+                f"{end - start} events behind the spool; retry later"
+            )
+        for _, payload in journal.records(start, end):
+            found = decode_routing(payload)
+            if found.id == event_id and found.model == model and found.status == "ok":
+                version = found.version
+        return version if version is not None else store.has_inference(model, event_id)
