@@ -108,8 +108,9 @@ class PayloadLog:
         self._lock_directory(directory)
         try:
             unique_names(settings.sinks, {"store", *(c.name for c in consumers)})
-            if settings.delivery == "thread":
-                sinks = [build_sink(config) for config in settings.sinks]  # fail before opening
+            # Built here in either mode: a missing client library fails the start, not the
+            # shipper over and over (in process mode these objects are only a check).
+            sinks = [build_sink(config) for config in settings.sinks]
             if settings.store.enabled:
                 self.store = PayloadStore(store_path(settings))
             self._journal = Journal(

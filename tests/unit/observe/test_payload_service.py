@@ -569,3 +569,18 @@ def test_sink_threads_yield_the_core_and_the_gil_to_requests(logs: Logs) -> None
     assert sys.getswitchinterval() == pytest.approx(service.SWITCH_INTERVAL_SECONDS)
     logs.stop(log)
     assert sys.getswitchinterval() == pytest.approx(before)
+
+
+@pytest.mark.parametrize("delivery", ["process", "thread"])
+def test_a_sink_whose_library_is_missing_fails_the_start(
+    logs: Logs, monkeypatch: pytest.MonkeyPatch, delivery: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg -> ImportError
+    monkeypatch.delitem(sys.modules, "servekit.observe.payloads.sinks.postgres", raising=False)
+    settings = logs.settings(
+        delivery=delivery, sinks=[{"type": "postgres", "dsn": "postgresql://nowhere/db"}]
+    )
+    with pytest.raises(ConfigError, match=r"pip install 'servekit\[postgres\]'"):
+        PayloadLog(settings, CollectorRegistry()).start()
+    again = logs.start(delivery=delivery)  # the directory lock was released
+    assert again.sink_names == ["store"]
