@@ -95,7 +95,7 @@ class SpoolFollower:
 
     # -- what a JournalReader asks of its source ----------------------------------------------
 
-    def _locate_next(self, offset: int) -> tuple[Path, int] | None:
+    def _locate(self, offset: int) -> tuple[Path, int] | None:
         """The segment file holding ``offset`` (listed afresh: the writer rotates and trims)."""
         firsts = self._firsts()
         for first, following in zip(firsts, [*firsts[1:], None], strict=True):

@@ -325,9 +325,6 @@ class Journal:
 
     # -- what a JournalReader asks of its source ----------------------------------------------
 
-    def _locate_next(self, offset: int) -> tuple[Path, int] | None:
-        return self._locate(offset)
-
     def _note_read(
         self, name: str, next_offset: int, out: list[tuple[int, bytes]]
     ) -> list[tuple[int, bytes]]:
@@ -418,7 +415,7 @@ class JournalReader:
                 break
             record = _record_at(self._map, self._position)  # type: ignore[arg-type]
             if record is None:  # end of this segment, or a record still being written
-                located = self._journal._locate_next(self._next)
+                located = self._journal._locate(self._next)
                 if located is not None and located[0] != self._path:
                     self._close()  # the next segment holds self._next
                     continue
@@ -431,7 +428,7 @@ class JournalReader:
         return self._journal._note_read(self._name, self._next, out)
 
     def _open(self) -> bool:
-        located = self._journal._locate_next(self._next)
+        located = self._journal._locate(self._next)
         if located is None:
             return False
         path, first = located
@@ -475,7 +472,7 @@ class SpoolSource(Protocol):
     end: int
 
     def cursor(self, name: str) -> int: ...
-    def _locate_next(self, offset: int) -> tuple[Path, int] | None: ...
+    def _locate(self, offset: int) -> tuple[Path, int] | None: ...
     def _note_read(
         self, name: str, next_offset: int, out: list[tuple[int, bytes]]
     ) -> list[tuple[int, bytes]]: ...

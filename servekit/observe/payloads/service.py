@@ -261,7 +261,7 @@ class PayloadLog:
                 self.metrics.dropped.labels("*", "spool_full").inc()
                 return
             journal.append(payload, force=True)  # admitted before it filled up
-        if service is not None and service != model and status == "ok" and variant != "shadow":
+        if service and service != model and status == "ok" and variant != "shadow":
             self._served_by.add(service, event_id, model)
 
     # -- feedback support ---------------------------------------------------------------------

@@ -51,7 +51,7 @@ FIRST_RESTART_SECONDS = 0.5
 MAX_RESTART_SECONDS = 30.0
 STOP_GRACE_SECONDS = 5.0
 """Beyond ``shutdown_flush_seconds``: for the shipper to stop its sinks and exit."""
-_COUNTERS = {
+_STATS = {
     "delivered": ("servekit_payload_events_delivered_total", {}),
     "retried": ("servekit_payload_delivery_retries_total", {}),
     "rejected": ("servekit_payload_events_dropped_total", {"reason": "rejected"}),
@@ -228,7 +228,7 @@ class _Stats:
         for name in self._names:
             sinks[name] = {
                 key: self._registry.get_sample_value(metric, {"sink": name, **labels}) or 0.0
-                for key, (metric, labels) in _COUNTERS.items()
+                for key, (metric, labels) in _STATS.items()
             }
         temporary = self._path.with_suffix(".tmp")
         temporary.write_text(json.dumps({"pid": os.getpid(), "sinks": sinks}))
