@@ -325,23 +325,13 @@ class DataPlane:
     ) -> None:
         """Hand the inference to the payload log; a logging failure never fails the request."""
         try:
-            self.payload_log.record(  # type: ignore[union-attr]
-                # by position, in record()'s order: this runs for every inference
-                handle.payload_log if handle is not None else None,
-                context.request_id or "",
-                handle.name if handle is not None else name,
-                handle.version if handle is not None else (version or ""),
-                context.protocol,
-                started_wall,
-                elapsed * 1000.0,
-                status,
-                error.code.http_status if error is not None else 200,
-                error.message if error is not None else None,
-                request.inputs if request is not None else None,
-                response.outputs if response is not None else None,
-                request.parameters if request is not None else {},
-                context.service,
-                context.variant,
-            )
+            if handle is not None:
+                policy, name, version = handle.payload_log, handle.name, handle.version
+            else:
+                policy = None
+            self.payload_log.log_inference(  # type: ignore[union-attr]
+                policy, name, version or "", request, response, context, started_wall,
+                elapsed, status, error,
+            )  # fmt: skip
         except Exception:  # noqa: BLE001 - logged loudly, never the client's problem
             logger.exception("payload log: could not record inference %s", context.request_id)

@@ -229,6 +229,10 @@ def test_a_killed_shipper_is_restarted_and_loses_nothing(iris_repo: Path, tmp_pa
         server.start()
         assert server.process is not None
         first = shipper_pid(server.process.pid)
+        # Its own session, so its own scheduling group, at the sinks' niceness (default 10):
+        # it yields a shared core to the serving process and to its neighbours.
+        assert os.getsid(first) != os.getsid(server.process.pid)
+        assert Path(f"/proc/{first}/autogroup").read_text().split()[-1] == "10"
         threads = {t.name for t in server_threads(server.process.pid)}
         assert not any(name.startswith("servekit-sink-http") for name in threads), threads
         with Load(server.http_url) as load:

@@ -1,8 +1,8 @@
 """The payload log as one object: spool, sinks and the hand-off the DataPlane calls.
 
-``record()`` runs on the event loop for every inference. It copies the tensors' bytes, encodes
-them with the other fields as one msgpack array (no structs built) and appends that to the
-journal before the response is sent; everything slower (JSON, CloudEvents, SQL, HTTP) happens
+``log_inference()`` runs on the event loop for every inference. It copies the tensors' bytes,
+encodes them with the other fields as one msgpack array (no structs built) and appends that to
+the journal before the response is sent; everything slower (JSON, CloudEvents, SQL, HTTP) happens
 in the sink threads.
 """
 
@@ -14,14 +14,13 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from servekit.errors import ConfigError, Unavailable
+from servekit.errors import ConfigError, ServekitError, Unavailable
 from servekit.observe.payloads.config import ModelPayloadLog, PayloadLogSettings
 from servekit.observe.payloads.delivery import SinkWorker, sampled
-from servekit.observe.payloads.journal import Journal, JournalFull
+from servekit.observe.payloads.journal import Journal, JournalFull, Prefaulter
 from servekit.observe.payloads.metrics import PayloadMetrics
 from servekit.observe.payloads.record import (
     capture_raw,
@@ -33,7 +32,7 @@ from servekit.observe.payloads.shipper import ShipperProcess, sink_names, store_
 from servekit.observe.payloads.sinks import Sink, build_sink, unique_names
 from servekit.observe.payloads.sinks.store import StoreSink
 from servekit.observe.payloads.store import PayloadStore
-from servekit.types.tensors import Tensor
+from servekit.types.inference import InferenceRequest, InferenceResponse, RequestContext
 
 logger = logging.getLogger("servekit.payloads")
 
@@ -94,6 +93,7 @@ class PayloadLog:
         self._max_payload = settings.max_payload_bytes
         self._lock_fd: int | None = None
         self._shipper: ShipperProcess | None = None
+        self._prefaulter: Prefaulter | None = None
         self._switch_interval: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -144,6 +144,8 @@ class PayloadLog:
         if self._workers and sys.getswitchinterval() > SWITCH_INTERVAL_SECONDS:
             self._switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+        self._prefaulter = Prefaulter(self._journal)
+        self._prefaulter.start()
         for worker in self._workers:
             worker.start()
         if self._shipper is not None:
@@ -179,6 +181,8 @@ class PayloadLog:
             worker.stop()
         for worker in self._workers:
             worker.join(timeout=10)
+        if self._prefaulter is not None:
+            self._prefaulter.stop()
         if self._journal is not None:
             self._journal.close()
         if self.store is not None:
@@ -213,28 +217,26 @@ class PayloadLog:
                 "requests are refused so that no event is lost (retry later)"
             )
 
-    def record(
+    def log_inference(
         self,
         policy: ModelPayloadLog | None,
-        event_id: str,
         model: str,
         version: str,
-        protocol: str,
+        request: InferenceRequest | None,
+        response: InferenceResponse | None,
+        context: RequestContext,
         started: float,
-        latency_ms: float,
+        elapsed: float,
         status: str,
-        http_status: int,
-        error: str | None,
-        inputs: list[Tensor] | None,
-        outputs: list[Tensor] | None,
-        parameters: dict[str, Any],
-        service: str | None = None,
-        variant: str | None = None,
+        error: ServekitError | None,
     ) -> None:
         """Append one inference to the journal; the event loop's whole share of the log.
 
-        Positional on the hot path (the DataPlane's call): a call with fifteen keywords cost
-        measurably more per inference than the same call by position."""
+        ``request`` is None when it could not be decoded, ``response`` when the inference
+        failed (``error`` says why); ``started`` is Unix time, ``elapsed`` seconds. It takes
+        the DataPlane's objects as they are and builds the record in one expression: in a
+        server, between two inferences, the caches lose this code and its data, and every
+        call or temporary here cost several times what it costs in a loop."""
         if policy is None:
             rate, redact = self._rate, self._redact
         else:
@@ -242,16 +244,26 @@ class PayloadLog:
                 return
             rate = self._rate if policy.sample_rate is None else policy.sample_rate
             redact = self._redact | frozenset(policy.redact) if policy.redact else self._redact
+        event_id = context.request_id or ""
         if rate < 1.0 and not sampled(event_id, rate):
             return
-        if redact:
-            parameters = redact_parameters(parameters, redact)
         limit = self._max_payload
-        payload = encode_fields(
+        if request is None:
+            inputs, parameters = None, {}
+        else:
+            inputs, parameters = capture_raw(request.inputs, redact, limit), request.parameters
+            if redact and parameters:
+                parameters = redact_parameters(parameters, redact)
+        service, variant = context.service, context.variant
+        payload = encode_fields((
             event_id, model, version, started, status, service or model, variant or "default",
-            protocol, latency_ms, http_status, error, capture_raw(inputs, redact, limit),
-            capture_raw(outputs, redact, limit), parameters,
-        )  # fmt: skip
+            context.protocol, elapsed * 1000.0,
+            200 if error is None else error.code.http_status,
+            None if error is None else error.message,
+            inputs,
+            None if response is None else capture_raw(response.outputs, redact, limit),
+            parameters,
+        ))  # fmt: skip
         journal = self._journal
         assert journal is not None
         try:

@@ -145,6 +145,7 @@ class ShipperProcess:
             [sys.executable, "-m", "servekit.observe.payloads.shipper"],
             stdin=subprocess.PIPE,
             close_fds=True,
+            start_new_session=True,  # a scheduling group of its own: see lower_group_priority
         )
         assert process.stdin is not None
         process.stdin.write(json.dumps(hello).encode() + b"\n")
@@ -256,12 +257,30 @@ def _listen(stdin: IO[bytes], stop: threading.Event, target: list[int | None]) -
     stop.set()
 
 
+def lower_group_priority(nice: int) -> None:
+    """Give the shipper's scheduling group the sinks' niceness (Linux, best effort).
+
+    With autogroup scheduling (the kernel's default where it is built in) the CPU is shared
+    between sessions first: a thread's own niceness only ranks it within its session. Started
+    in the server's session, the shipper took an equal share of a core from a busy neighbour
+    (a load balancer, another server) however nice its threads were. In a session of its own
+    at the sinks' niceness, a request's work gets the core first, as ``sink_nice`` says."""
+    if nice <= 0:
+        return
+    try:
+        with open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(str(nice))
+    except OSError:  # no autogroup (not Linux, or a kernel without it): the threads' nice only
+        pass
+
+
 def run(hello: dict[str, Any], stdin: IO[bytes]) -> None:
     settings = PayloadLogSettings.model_validate(hello["settings"])
     directory = settings.directory.expanduser()
     lock = _lock(directory / LOCK_FILE)
     stop, target = threading.Event(), [None]
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    lower_group_priority(settings.sink_nice)
     registry = CollectorRegistry()
     metrics = PayloadMetrics(registry)
     stats = _Stats(directory / STATS_FILE, metrics, registry)

@@ -4,6 +4,7 @@ the writer."""
 
 from __future__ import annotations
 
+import resource
 import struct
 import threading
 import time
@@ -15,7 +16,7 @@ import pytest
 
 from servekit.observe.payloads.journal import Journal, JournalFull, JournalReader
 
-FRAME = 8  # u32 length | u32 crc32
+FRAME = 8  # u32 length | u32 Adler-32 checksum
 RECORD = FRAME + 13  # the frame of payload(n)
 
 
@@ -25,7 +26,7 @@ def payload(n: int, width: int = 13) -> bytes:
 
 
 def frame(data: bytes) -> bytes:
-    return struct.pack("<II", len(data), zlib.crc32(data)) + data
+    return struct.pack("<II", len(data), zlib.adler32(data)) + data
 
 
 def segment_firsts(directory: Path) -> list[int]:
@@ -102,8 +103,8 @@ def test_offsets_size_and_frames(open_journal, tmp_path: Path) -> None:
     assert journal.size == 5 * RECORD + FRAME + 1  # whole records, not the file's size
     assert_segment(segment, [*(payload(i) for i in range(5)), b"x"], 4096)
     raw = segment.read_bytes()
-    length, crc = struct.unpack_from("<II", raw, 0)
-    assert length == 13 and crc == zlib.crc32(payload(0))
+    length, checksum = struct.unpack_from("<II", raw, 0)
+    assert length == 13 and checksum == zlib.adler32(payload(0))
     assert raw[FRAME : FRAME + 13] == payload(0)
 
     journal.register("a")
@@ -255,10 +256,10 @@ def test_a_cursor_file_beyond_the_end_is_clamped(open_journal, tmp_path: Path) -
     [
         b"\x07\x00\x00",  # part of a header
         struct.pack("<II", 100, 0) + b"only a few bytes",  # a length past the segment's end
-        struct.pack("<II", 30, zlib.crc32(b"x" * 30)) + b"x" * 12,  # part of its payload
-        struct.pack("<II", 5, zlib.crc32(b"hello") ^ 1) + b"hello",  # whole, but a bad crc
+        struct.pack("<II", 30, zlib.adler32(b"x" * 30)) + b"x" * 12,  # part of its payload
+        struct.pack("<II", 5, zlib.adler32(b"hello") ^ 1) + b"hello",  # whole, but a bad sum
     ],
-    ids=["partial-header", "past-the-end", "partial-payload", "bad-crc"],
+    ids=["partial-header", "past-the-end", "partial-payload", "bad-checksum"],
 )
 def test_a_torn_tail_is_ignored_and_overwritten_on_reopen(
     open_journal, tmp_path: Path, garbage: bytes
@@ -726,3 +727,40 @@ def test_appends_do_not_wait_while_a_commit_removes_segment_files(
         committer.join(10)
     assert not committer.is_alive()
     assert segment_firsts(directory) == [6, 9]
+
+
+def test_a_spool_written_with_crc32_checksums_is_still_read(open_journal, tmp_path: Path) -> None:
+    """Before 2026-12-05 frames carried zlib's CRC-32: such a spool, left by an older server,
+    is replayed by a newer one, and new records go after its records."""
+    directory = tmp_path / "spool"
+    segments = directory / "segments"
+    segments.mkdir(parents=True)
+    old = [payload(i) for i in range(3)]
+    framed = b"".join(struct.pack("<II", len(p), zlib.crc32(p)) + p for p in old)
+    (segments / "00000000000000000000.seg").write_bytes(framed + bytes(4096 - len(framed)))
+
+    journal = open_journal()
+    assert journal.end == 3
+    assert journal.append(payload(3)) == 3
+    journal.register("a")
+    reader = open_journal.reader(journal, "a")
+    assert read_all(reader, batch=10) == [(i, payload(i)) for i in range(4)]
+    reader.close()
+
+
+def test_prefault_populates_the_pages_the_writer_reaches_next(open_journal) -> None:
+    """After ``prefault`` the writer's first writes to the next pages take no page faults (the
+    kernel's work was done beforehand, in the calling thread); without it each new page does."""
+    journal = open_journal(segment_bytes=8 * 1024 * 1024)
+    record = b"p" * 200
+
+    def faults_writing(count: int) -> int:
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        for _ in range(count):
+            journal.append(record)
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+
+    per_megabyte = 1024 * 1024 // (FRAME + len(record))
+    assert faults_writing(per_megabyte) >= 200  # 256 new pages, unpopulated
+    assert journal.prefault()
+    assert faults_writing(per_megabyte) <= 5

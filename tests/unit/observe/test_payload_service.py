@@ -19,13 +19,14 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from servekit.errors import ConfigError, Unavailable
+from servekit.errors import ConfigError, InferenceError, Unavailable
 from servekit.observe.payloads import delivery, service
 from servekit.observe.payloads.config import FileSinkConfig, ModelPayloadLog, PayloadLogSettings
 from servekit.observe.payloads.delivery import sampled
 from servekit.observe.payloads.record import REDACTED, InferenceRecord, capture, decode
 from servekit.observe.payloads.service import PayloadLog
 from servekit.observe.payloads.store import LogQuery
+from servekit.types.inference import InferenceRequest, InferenceResponse, RequestContext
 from servekit.types.tensors import Tensor, from_raw
 
 TIMEOUT = 10.0
@@ -118,20 +119,25 @@ def record(
 ) -> str:
     event_id = event_id or f"req-{n}"
     failed = status != "ok"
-    log.record(
-        policy,
-        event_id=event_id,
-        model=model,
-        version=version,
-        protocol="v2",
-        started=T0 + n,
-        latency_ms=2.0,
-        status=status,
-        http_status=500 if failed else 200,
-        error="model raised" if failed else None,
+    request = InferenceRequest(
         inputs=default_inputs() if inputs is None else inputs,
-        outputs=None if failed else (default_outputs(n) if outputs is None else outputs),
         parameters={} if parameters is None else parameters,
+    )
+    response = None
+    if not failed:
+        produced = default_outputs(n) if outputs is None else outputs
+        response = InferenceResponse(model_name=model, model_version=version, outputs=produced)
+    log.log_inference(
+        policy,
+        model,
+        version,
+        request,
+        response,
+        RequestContext(protocol="v2", request_id=event_id),
+        T0 + n,
+        0.002,
+        status,
+        InferenceError("model raised") if failed else None,
     )
     return event_id
 
@@ -151,7 +157,7 @@ def bytes_on_disk(directory: Path) -> bytes:
 
 
 def spooled(directory: Path) -> list[InferenceRecord]:
-    """The records in the spool's segment files: ``u32 length | u32 crc32 | payload`` frames,
+    """The records in the spool's segment files: ``u32 length | u32 Adler-32 | payload`` frames,
     up to the zeros that fill the rest of each preallocated segment."""
     out = []
     segments = sorted((directory / "spool" / "segments").glob("*.seg"), key=lambda p: int(p.stem))
@@ -159,11 +165,11 @@ def spooled(directory: Path) -> list[InferenceRecord]:
         raw = path.read_bytes()
         position = 0
         while position + 8 <= len(raw):
-            length, crc = struct.unpack_from("<II", raw, position)
+            length, checksum = struct.unpack_from("<II", raw, position)
             if length == 0:
                 break
             data = raw[position + 8 : position + 8 + length]
-            assert zlib.crc32(data) == crc, (path, position)
+            assert zlib.adler32(data) == checksum, (path, position)
             out.append(decode(data))
             position += 8 + length
         assert raw[position:] == bytes(len(raw) - position), path  # zeros after the records

@@ -53,7 +53,7 @@ def test_the_hot_path_writes_the_bytes_the_struct_encodes_to() -> None:
         order = [f.name for f in msgspec.structs.fields(InferenceRecord)]
         raw = {"inputs": capture_raw(INPUTS, REDACT, LIMIT),
                "outputs": capture_raw(OUTPUTS, REDACT, LIMIT)}  # fmt: skip
-        payload = encode_fields(*[raw[name] if name in raw else base[name] for name in order])
+        payload = encode_fields(tuple(raw[name] if name in raw else base[name] for name in order))
         assert payload == encode(struct)
         assert decode(payload) == struct
     states = [t.state for t in struct.inputs or ()]
