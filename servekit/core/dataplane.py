@@ -261,10 +261,15 @@ class DataPlane:
             if context.request_id is None:
                 context.request_id = self._ids.next()
             if self.payload_log is not None:
-                self._log_payload(
-                    handle, name, version, decoded, response, context, started_wall, elapsed,
-                    status, error,
-                )  # fmt: skip
+                try:  # here, not in a method: this runs for every inference
+                    self.payload_log.log_inference(
+                        None if handle is None else handle.payload_log,
+                        name if handle is None else model_label,
+                        (version or "") if handle is None else version_label,
+                        decoded, response, context, started_wall, elapsed, status, error,
+                    )  # fmt: skip
+                except Exception:  # noqa: BLE001 - logged loudly, never the client's problem
+                    logger.exception("payload log: could not record %s", context.request_id)
             if request_logger.isEnabledFor(logging.DEBUG):
                 request_logger.debug(
                     "infer",
@@ -309,29 +314,3 @@ class DataPlane:
         version_served = response.model_version
         context.served_by = f"{served}/{version_served}" if version_served else served
         return response
-
-    def _log_payload(
-        self,
-        handle: ModelHandle | None,
-        name: str,
-        version: str | None,
-        request: InferenceRequest | None,
-        response: InferenceResponse | None,
-        context: RequestContext,
-        started_wall: float,
-        elapsed: float,
-        status: str,
-        error: ServekitError | None,
-    ) -> None:
-        """Hand the inference to the payload log; a logging failure never fails the request."""
-        try:
-            if handle is not None:
-                policy, name, version = handle.payload_log, handle.name, handle.version
-            else:
-                policy = None
-            self.payload_log.log_inference(  # type: ignore[union-attr]
-                policy, name, version or "", request, response, context, started_wall,
-                elapsed, status, error,
-            )  # fmt: skip
-        except Exception:  # noqa: BLE001 - logged loudly, never the client's problem
-            logger.exception("payload log: could not record inference %s", context.request_id)

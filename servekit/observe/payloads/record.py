@@ -180,14 +180,18 @@ def capture_raw(
     ``_capture_one``."""
     if tensors is None:
         return None
-    return [
-        (tensor.name, tensor.datatype, data.shape, data.tobytes(), "")
-        if (data := tensor.data).dtype is _RAW_DTYPES.get(tensor.datatype)
-        and data.nbytes <= max_bytes
-        and not (redact and tensor.name in redact)
-        else _capture_one(tensor, redact, max_bytes)
-        for tensor in tensors
-    ]
+    captured = []  # a loop, not a comprehension: Python 3.11 makes a function call of those
+    for tensor in tensors:
+        data = tensor.data
+        if (
+            data.dtype is _RAW_DTYPES.get(tensor.datatype)
+            and data.nbytes <= max_bytes
+            and not (redact and tensor.name in redact)
+        ):
+            captured.append((tensor.name, tensor.datatype, data.shape, data.tobytes(), ""))
+        else:
+            captured.append(_capture_one(tensor, redact, max_bytes))
+    return captured
 
 
 def _capture_one(tensor: Tensor, redact: frozenset[str], max_bytes: int) -> tuple:
