@@ -135,8 +135,9 @@ class PayloadLogSettings(_Strict):
         default=10,
         ge=0,
         le=19,
-        description="Scheduling niceness of the sink threads (Linux; 0 leaves them as they "
-        "are): a request that arrives while a sink delivers gets the core first. Higher "
+        description="Scheduling niceness of the sink threads, and of the shipper process's "
+        "scheduling group (Linux autogroup; 0 leaves them as they are): a request that "
+        "arrives while a sink delivers gets the core first. Higher "
         "values lower latency further but let sinks fall behind under sustained saturation.",
     )
     performance_windows_seconds: list[float] = Field(
