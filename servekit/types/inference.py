@@ -49,5 +49,10 @@ class RequestContext:
     service: str | None = None
     variant: str | None = None
     """The deployment and variant a request was routed through (kept in the payload log)."""
+    group_commit: bool = False
+    """Set by a transport that yields to the event loop between the inference and writing its
+    response (``lane.py`` under concurrent load): the payload log may then append this
+    inference's record together with the others of the same loop turn, and it is still in
+    the spool before the response leaves."""
     chosen_variant: str | None = None
     """The variant the service this request was sent to chose for it (a metrics label)."""

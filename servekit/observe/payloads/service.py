@@ -8,6 +8,7 @@ in the sink threads.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -94,6 +95,8 @@ class PayloadLog:
         self._lock_fd: int | None = None
         self._shipper: ShipperProcess | None = None
         self._prefaulter: Prefaulter | None = None
+        self._pending: list[tuple] = []
+        """Inferences of this loop turn waiting for the group commit (``log_inference``)."""
         self._switch_interval: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -233,10 +236,47 @@ class PayloadLog:
         """Append one inference to the journal; the event loop's whole share of the log.
 
         ``request`` is None when it could not be decoded, ``response`` when the inference
-        failed (``error`` says why); ``started`` is Unix time, ``elapsed`` seconds. It takes
-        the DataPlane's objects as they are and builds the record in one expression: in a
-        server, between two inferences, the caches lose this code and its data, and every
-        call or temporary here cost several times what it costs in a loop."""
+        failed (``error`` says why); ``started`` is Unix time, ``elapsed`` seconds. With
+        ``context.group_commit`` the transport yields to the loop before it replies: the
+        inference joins the others of this loop turn, appended together by one callback that
+        runs before any of them is answered. Once per turn, the code and data this takes stay
+        in the CPU's caches; per inference, between two requests, they were evicted, and every
+        call and temporary cost several times its figure in a loop (14 against 2.6 µs here)."""
+        if context.group_commit:
+            pending = self._pending
+            pending.append((
+                policy, model, version, request, response, context, started, elapsed, status,
+                error,
+            ))  # fmt: skip
+            if len(pending) == 1:
+                asyncio.get_running_loop().call_soon(self._commit_pending)
+            return
+        self._append(
+            policy, model, version, request, response, context, started, elapsed, status, error
+        )
+
+    def _commit_pending(self) -> None:
+        """The group commit: every inference of the last loop turn, in order."""
+        pending, self._pending = self._pending, []
+        for inference in pending:
+            try:
+                self._append(*inference)
+            except Exception:  # noqa: BLE001 - logged loudly, never the client's problem
+                logger.exception("payload log: could not record %s", inference[5].request_id)
+
+    def _append(
+        self,
+        policy: ModelPayloadLog | None,
+        model: str,
+        version: str,
+        request: InferenceRequest | None,
+        response: InferenceResponse | None,
+        context: RequestContext,
+        started: float,
+        elapsed: float,
+        status: str,
+        error: ServekitError | None,
+    ) -> None:
         if policy is None:
             rate, redact = self._rate, self._redact
         else:

@@ -89,14 +89,17 @@ class InferenceASGI:
         path: str,
         raw_headers: list[tuple[bytes, bytes]],
         read: BodyReader,
+        group_commit: bool = False,
     ) -> Reply:
         """Status, body and headers for one inference POST; never raises.
 
         Shared by the ASGI entry point and the lean HTTP protocol (``lane.py``), which hands
-        over the body its own way (``read``)."""
+        over the body its own way (``read``) and, with ``group_commit``, promises to yield to
+        the event loop before writing the reply (``RequestContext.group_commit``)."""
         handler, protocol, name, version = target
         headers = {k: v for k, v in raw_headers if k in _WANTED_HEADERS}
         context = RequestContext(protocol, v2.request_id(headers))
+        context.group_commit = group_commit
         routing = self._dataplane.deployments.routing_headers if self._dataplane.deployments else ()
         if routing:  # variant and sticky headers, only when deployments are served
             context.headers = {

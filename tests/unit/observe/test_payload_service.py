@@ -4,6 +4,7 @@ directory lock, shutdown flushing, and feedback that arrives before its predicti
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 import sys
@@ -590,3 +591,35 @@ def test_a_sink_whose_library_is_missing_fails_the_start(
         PayloadLog(settings, CollectorRegistry()).start()
     again = logs.start(delivery=delivery)  # the directory lock was released
     assert again.sink_names == ["store"]
+
+
+def test_a_group_commit_appends_the_turns_inferences_before_a_yielding_task_resumes(
+    logs: Logs,
+) -> None:
+    """With ``context.group_commit`` (a transport that yields before replying) the records wait
+    for the end of the loop turn, then are appended together, in order, before any task that
+    yielded after logging goes on to reply."""
+    log = logs.start(store={"enabled": False})
+    spooled_at_log: list[int] = []
+    spooled_at_reply: list[int] = []
+
+    async def answer(n: int) -> None:
+        log.log_inference(
+            None, "iris", "1",
+            InferenceRequest(inputs=default_inputs()),
+            InferenceResponse(model_name="iris", model_version="1", outputs=default_outputs(n)),
+            RequestContext(protocol="v2", request_id=f"req-{n}", group_commit=True),
+            T0 + n, 0.002, "ok", None,
+        )  # fmt: skip
+        spooled_at_log.append(len(spooled(logs.directory)))
+        await asyncio.sleep(0)  # what the lane does between answering and writing
+        spooled_at_reply.append(len(spooled(logs.directory)))
+
+    async def turn() -> list[int]:
+        await asyncio.gather(*(answer(n) for n in range(3)))
+        return [len(spooled(logs.directory))]
+
+    assert asyncio.run(turn()) == [3]
+    assert spooled_at_log == [0, 0, 0]  # one append for the turn, not one per inference
+    assert spooled_at_reply == [3, 3, 3]  # every reply came after its record was spooled
+    assert [r.id for r in spooled(logs.directory)] == ["req-0", "req-1", "req-2"]
