@@ -290,13 +290,17 @@ def test_postgres_sink_stores_every_inference(iris_repo: Path, tmp_path: Path, p
         assert bad.status_code == 400
         ids.append(bad.headers["x-request-id"])
         deadline = time.monotonic() + 30
-        with psycopg.connect(postgres.dsn) as conn:
+        rows = []
+        with psycopg.connect(postgres.dsn, autocommit=True) as conn:
             while True:
-                rows = conn.execute(
-                    "SELECT id, status, request, response FROM e2e_inferences WHERE id = ANY(%s)",
-                    (ids,),
-                ).fetchall()
-                conn.commit()
+                try:
+                    rows = conn.execute(
+                        "SELECT id, status, request, response FROM e2e_inferences"
+                        " WHERE id = ANY(%s)",
+                        (ids,),
+                    ).fetchall()
+                except psycopg.errors.UndefinedTable:
+                    pass  # the shipper creates the table once it has started; it may not yet
                 if len(rows) == len(ids) or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
