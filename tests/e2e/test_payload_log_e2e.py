@@ -3,6 +3,7 @@ PostgreSQL sink against a real server, the KServe-compatible CloudEvents, and th
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -293,14 +294,13 @@ def test_postgres_sink_stores_every_inference(iris_repo: Path, tmp_path: Path, p
         rows = []
         with psycopg.connect(postgres.dsn, autocommit=True) as conn:
             while True:
-                try:
+                # the shipper creates the table once it has started: it may not have yet
+                with contextlib.suppress(psycopg.errors.UndefinedTable):
                     rows = conn.execute(
                         "SELECT id, status, request, response FROM e2e_inferences"
                         " WHERE id = ANY(%s)",
                         (ids,),
                     ).fetchall()
-                except psycopg.errors.UndefinedTable:
-                    pass  # the shipper creates the table once it has started; it may not yet
                 if len(rows) == len(ids) or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
