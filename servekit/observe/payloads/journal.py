@@ -185,7 +185,7 @@ class Journal:
             start = position + _FRAME.size
             stop = start + length
         # The payload, then its header: a reader (in another thread or process, or after a
-        # crash) that finds a zero length has not got a whole record yet; CRC checked too.
+        # crash) that finds a zero length has not got a whole record yet; checksum checked too.
         view = self._view
         view[start:stop] = payload
         _FRAME.pack_into(view, position, length, zlib.adler32(payload))
